@@ -1,0 +1,44 @@
+"""What every command-line entry point shares: where the configs are, building objects from them, and
+turning user errors into one line on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fracture.errors import ConfigError, FractureError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("fracture")
+
+
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate` with plain Python containers, reporting config mistakes as `ConfigError`."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, FractureError):
+            raise cause from None
+        raise ConfigError(f"bad config for {node.get('_target_', 'object')}: {cause or error}") from error
+
+
+def build_all(group: DictConfig | None) -> list:
+    """Instantiate every entry of a group such as `callbacks` (a mapping of name -> object config)."""
+    return [build(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Print a `FractureError` as `error: <message>` and exit with code 2; let real bugs show their traceback."""
+    try:
+        yield
+    except FractureError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

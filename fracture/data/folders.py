@@ -1,0 +1,138 @@
+"""Find labelled images in a folder tree laid out as `<root>/<split>/<class>/<image>`.
+
+This is the layout of the Kaggle "Bone Fracture Detection using X-rays" dataset (`train/fractured`,
+`train/not fractured`, `val/...`). Every file is checked up front, so that a corrupt or non-image file is
+skipped with a warning instead of stopping a long training run half-way through an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fracture.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+# Formats that tf.io.decode_image reads; anything else would fail inside the input pipeline.
+TRAINABLE_FORMATS = {"JPEG", "PNG", "BMP", "GIF"}
+
+
+@dataclass
+class SplitFiles:
+    """The images of one split: parallel lists of paths, 0/1 labels and group ids.
+
+    A group id names the source image that a file was derived from, so that augmented copies of one
+    radiograph can be kept together when splitting or reporting. Files that could not be read are listed
+    in `skipped` as `(path, reason)` pairs.
+    """
+
+    name: str
+    paths: list[str]
+    labels: np.ndarray
+    groups: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices, name: str | None = None) -> "SplitFiles":
+        indices = np.asarray(indices, dtype=int)
+        return SplitFiles(
+            name=name or self.name,
+            paths=[self.paths[i] for i in indices],
+            labels=self.labels[indices],
+            groups=[self.groups[i] for i in indices],
+            skipped=list(self.skipped),
+        )
+
+    def class_counts(self) -> dict[int, int]:
+        return {label: int(np.sum(self.labels == label)) for label in (1, 0)}
+
+
+def filename_group(path: Path, class_name: str) -> str:
+    """The group id of a Kaggle-style file: its class and the name part before the first '-' or '.'.
+
+    `10-rotated1-rotated2.jpg` in `fractured` belongs to group `fractured/10`.
+    """
+    return f"{class_name}/{re.split(r'[-.]', path.name, maxsplit=1)[0]}"
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why `path` cannot be used as a training image, or None when it decodes cleanly."""
+    try:
+        with Image.open(path) as image:
+            if image.format not in TRAINABLE_FORMATS:
+                return f"{image.format} images are not supported; convert to PNG or JPEG"
+            if image.mode == "CMYK":
+                return "CMYK images are not supported; convert to RGB or grayscale"
+            # Decoding at reduced scale still reads the whole stream, so truncation is caught cheaply.
+            image.draft("L", (64, 64))
+            image.load()
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for corrupt or non-image files
+        return f"not a readable image ({error})"
+    return None
+
+
+def find_class_dirs(split_dir: Path, class_names: tuple[str, str]) -> dict[int, Path]:
+    """Map label (1 = positive, 0 = negative) to its class folder, matching names case-insensitively."""
+    found = {child.name.lower(): child for child in split_dir.iterdir() if child.is_dir()}
+    positive, negative = class_names
+    missing = [name for name in class_names if name.lower() not in found]
+    if missing:
+        raise DataError(
+            f"{split_dir} must hold one folder per class named {positive!r} and {negative!r}; "
+            f"missing {missing}, found {sorted(child.name for child in found.values())}. "
+            "Set data.positive_class / data.negative_class to your folder names."
+        )
+    return {1: found[positive.lower()], 0: found[negative.lower()]}
+
+
+def scan_split(
+    split_dir: Path, class_names: tuple[str, str], group_by: str | None = "filename", workers: int = 8
+) -> SplitFiles:
+    """List and check the images of one split folder."""
+    candidates: list[tuple[Path, int, str]] = []
+    for label, class_dir in find_class_dirs(split_dir, class_names).items():
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                candidates.append((path, label, class_dir.name))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = list(pool.map(unreadable_reason, [path for path, _, _ in candidates]))
+
+    paths, labels, groups, skipped = [], [], [], []
+    for (path, label, class_name), reason in zip(candidates, reasons):
+        if reason:
+            skipped.append((str(path), reason))
+            continue
+        paths.append(str(path))
+        labels.append(label)
+        groups.append(filename_group(path, class_name) if group_by == "filename" else str(path))
+    if skipped:
+        log.warning(
+            "Skipped %d unreadable file(s) in %s, e.g. %s: %s", len(skipped), split_dir, *skipped[0]
+        )
+    files = SplitFiles(split_dir.name, paths, np.asarray(labels, dtype=np.int32), groups, skipped)
+    empty = [class_names[1 - label] for label, count in files.class_counts().items() if count == 0]
+    if empty:
+        raise DataError(f"{split_dir} has no readable images for class(es) {empty}.")
+    return files
+
+
+def scan_root(root: str | Path, class_names: tuple[str, str], group_by: str | None = "filename") -> dict[str, SplitFiles]:
+    """Scan every split folder (`train`, `val`, `test`) that exists under `root`."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    splits = {name: scan_split(root / name, class_names, group_by) for name in SPLITS if (root / name).is_dir()}
+    if "train" not in splits:
+        present = sorted(child.name for child in root.iterdir() if child.is_dir())
+        raise DataError(f"{root} has no train/ folder (found {present}); expected train/ and val/ with one folder per class.")
+    return splits

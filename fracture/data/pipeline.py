@@ -1,0 +1,57 @@
+"""The `tf.data` input pipeline: read, decode, resize, (cache), shuffle, batch, augment, prefetch.
+
+Pixels stay in 0..255 as float32: EfficientNet rescales inside the model, so the pipeline must not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def decode_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Read a JPEG, PNG, BMP or GIF file as a uint8 RGB image of `image_size` (grayscale is repeated to 3 channels)."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(image, image_size, antialias=True)
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    return tf.ensure_shape(image, (*image_size, 3))
+
+
+def make_dataset(
+    paths: list[str],
+    labels: np.ndarray,
+    image_size: tuple[int, int],
+    batch_size: int,
+    *,
+    training: bool,
+    augmentation=None,
+    cache: bool | str = False,
+    shuffle_buffer: int = 2048,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Build a dataset of `(images, labels)` batches: images float32 `(B, H, W, 3)` in 0..255, labels float32 `(B, 1)`.
+
+    With `training`, files are shuffled each epoch and `augmentation` is applied to batches. With `cache`
+    (True for memory or a file path) decoded images are cached *before* augmentation, so every epoch still
+    sees fresh random transforms. Every file must decode: `folders.scan_split` checks that up front, which
+    keeps the dataset's length known and its order aligned with `paths`.
+    """
+    autotune = tf.data.AUTOTUNE
+    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
+    decode = lambda path, label: (decode_image(path, image_size), label)  # noqa: E731
+    if cache:
+        ds = ds.map(decode, num_parallel_calls=autotune)
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+        if training:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    else:
+        if training:  # shuffling file names is cheap, so shuffle them all
+            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(decode, num_parallel_calls=autotune)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda images, label: (tf.cast(images, tf.float32), label), num_parallel_calls=autotune)
+    if training and augmentation is not None:
+        ds = ds.map(lambda images, label: (augmentation(images, training=True), label), num_parallel_calls=autotune)
+    return ds.prefetch(autotune)

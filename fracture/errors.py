@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every problem a user can fix (a wrong path, a bad config value, a missing weights file) is raised as a
+subclass of `FractureError` with a message that says what to do. The command-line entry points print that
+message as one line on stderr and exit with code 2; library users can catch `FractureError`.
+"""
+
+
+class FractureError(Exception):
+    """Base class for errors that the user can act on."""
+
+
+class DataError(FractureError):
+    """The dataset folder is missing, malformed or empty."""
+
+
+class ConfigError(FractureError):
+    """A configuration value is invalid."""
+
+
+class WeightsError(FractureError):
+    """Pretrained weights could not be obtained."""
+
+
+class CheckpointError(FractureError):
+    """A checkpoint file is missing or is not a fracture model."""

@@ -1,0 +1,61 @@
+"""Keras callbacks configured with fracture's slash-namespaced metric names."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+
+from fracture.errors import ConfigError
+from fracture.models.checkpoint import save_checkpoint
+from fracture.training.metric_names import slash_logs, to_keras
+
+
+class ModelCheckpoint(keras.callbacks.Callback):
+    """Keep the best model (by `monitor`) as `best_model.keras`, and the latest as `last.keras`.
+
+    Unlike `keras.callbacks.ModelCheckpoint`, files are written atomically and carry fracture's metadata
+    (set `metadata` before training; the Trainer does), and the best score is exposed for reports.
+    """
+
+    def __init__(self, dirpath: str, monitor: str = "val/auc", mode: str = "max", save_last: bool = True,
+                 filename: str = "best_model.keras"):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ConfigError(f"checkpoint mode must be 'min' or 'max', got {mode!r}.")
+        self.dirpath = Path(dirpath)
+        self.monitor = monitor
+        self.mode = mode
+        self.save_last = save_last
+        self.best_path = self.dirpath / filename
+        self.last_path = self.dirpath / "last.keras"
+        self.best_score = -math.inf if mode == "max" else math.inf
+        self.best_epoch: int | None = None
+        self.best_logs: dict[str, float] = {}
+        self.metadata: dict = {}
+
+    def _improved(self, score: float) -> bool:
+        return score > self.best_score if self.mode == "max" else score < self.best_score
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = slash_logs(logs)
+        if self.monitor not in logs:
+            raise ConfigError(f"checkpoint monitor {self.monitor!r} was not logged; logged metrics: {sorted(logs)}.")
+        score = logs[self.monitor]
+        metadata = {**self.metadata, "epoch": epoch + 1, "monitor": self.monitor, "score": score}
+        if self._improved(score) or self.best_epoch is None:
+            self.best_score, self.best_epoch, self.best_logs = score, epoch + 1, logs
+            save_checkpoint(self.model, self.best_path, metadata)
+        if self.save_last:
+            save_checkpoint(self.model, self.last_path, metadata)
+
+
+def reduce_lr_on_plateau(monitor: str = "val/loss", **options) -> keras.callbacks.ReduceLROnPlateau:
+    """`keras.callbacks.ReduceLROnPlateau` watching a slash-named metric."""
+    return keras.callbacks.ReduceLROnPlateau(monitor=to_keras(monitor), **options)
+
+
+def early_stopping(monitor: str = "val/auc", **options) -> keras.callbacks.EarlyStopping:
+    """`keras.callbacks.EarlyStopping` watching a slash-named metric."""
+    return keras.callbacks.EarlyStopping(monitor=to_keras(monitor), **options)

@@ -1,0 +1,26 @@
+"""Translate between Keras' log keys (`loss`, `val_auc`) and fracture's slash-namespaced keys (`train/loss`, `val/auc`)."""
+
+from __future__ import annotations
+
+from fracture.errors import ConfigError
+
+
+def to_slash(keras_key: str) -> str:
+    """`val_auc` -> `val/auc`, `auc` -> `train/auc`, `learning_rate` -> `train/lr`."""
+    if keras_key == "learning_rate":
+        return "train/lr"
+    if keras_key.startswith("val_"):
+        return "val/" + keras_key[len("val_") :]
+    return "train/" + keras_key
+
+
+def to_keras(slash_key: str) -> str:
+    """`val/auc` -> `val_auc`, `train/loss` -> `loss`."""
+    split, _, name = slash_key.partition("/")
+    if split not in ("train", "val") or not name:
+        raise ConfigError(f"metric {slash_key!r} must look like train/<name> or val/<name>, e.g. val/auc.")
+    return name if split == "train" else f"val_{name}"
+
+
+def slash_logs(logs: dict | None) -> dict[str, float]:
+    return {to_slash(key): float(value) for key, value in (logs or {}).items()}

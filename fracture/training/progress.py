@@ -1,0 +1,70 @@
+"""Rich terminal output: a live progress bar per epoch and a summary table at the end of a run."""
+
+from __future__ import annotations
+
+import keras
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fracture.training.metric_names import slash_logs
+
+console = Console(stderr=True)
+
+
+def _format_logs(logs: dict[str, float], keys=("train/loss", "train/auc", "val/loss", "val/auc")) -> str:
+    return "  ".join(f"{key} {logs[key]:.4f}" for key in keys if key in logs)
+
+
+class RichProgress(keras.callbacks.Callback):
+    """Show one progress bar per epoch with the running loss, and a line of metrics when the epoch ends.
+
+    Args:
+        steps_per_epoch: batches per epoch, for the bar's length (None shows an open-ended bar).
+        epochs: the number of the last epoch, for the `epoch i/N` label.
+        description: a prefix such as the training stage.
+    """
+
+    def __init__(self, steps_per_epoch: int | None, epochs: int, description: str = ""):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
+        self.description = description
+        self._progress: Progress | None = None
+        self._task = None
+
+    def on_train_begin(self, logs=None):
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=console,
+            transient=False,
+        )
+        self._progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        label = f"{self.description} epoch {epoch + 1}/{self.epochs}".strip()
+        self._task = self._progress.add_task(label, total=self.steps_per_epoch, metrics="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._progress.update(self._task, completed=batch + 1, metrics=_format_logs(slash_logs(logs)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._progress.update(self._task, metrics=_format_logs(slash_logs(logs)))
+
+    def on_train_end(self, logs=None):
+        self._progress.stop()
+
+
+def summary_table(metrics: dict[str, float | int | str], title: str = "fracture run summary") -> Table:
+    """A two-column table of metric names and values."""
+    table = Table(title=title)
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
