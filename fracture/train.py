@@ -6,6 +6,8 @@ classifier, callbacks and trainer from it, fits, and writes `metrics.json` besid
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 import keras
 from omegaconf import DictConfig, OmegaConf
@@ -21,18 +23,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("description"):
         console.print(f"[bold]{cfg.description}[/bold]  tags: {list(cfg.get('tags', []))}")
     keras.utils.set_random_seed(cfg.seed)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it for CLI runs; library callers may not
 
     datamodule = build(cfg.data)
     console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
     classifier = build(cfg.model)
     trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
-    log.info("backend %s, jit_compile %s, precision %s", keras.backend.backend(), trainer.jit_compile, trainer.precision)
+    log.info(
+        "backend %s, jit_compile %s, precision %s", keras.backend.backend(), trainer.jit_compile, trainer.precision
+    )
 
     metrics = trainer.fit(classifier, datamodule, stage="head" if cfg.finetune.blocks else "")
     if cfg.finetune.blocks and cfg.finetune.epochs:
         unfrozen = classifier.unfreeze_top_blocks(cfg.finetune.blocks)
         log.info("fine-tuning blocks %s at lr %g", unfrozen, cfg.finetune.lr)
-        metrics = trainer.fit(classifier, datamodule, epochs=cfg.finetune.epochs, learning_rate=cfg.finetune.lr, stage="finetune")
+        metrics = trainer.fit(
+            classifier, datamodule, epochs=cfg.finetune.epochs, learning_rate=cfg.finetune.lr, stage="finetune"
+        )
 
     metrics["epochs"] = trainer.current_epoch
     checkpoint = trainer.checkpoint_callback
@@ -45,8 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"optimized_metric {cfg.optimized_metric!r} was never logged; logged: {sorted(metrics)}.")
     metrics["optimized_metric"] = metrics[objective]
 
-    output_dir = cfg.paths.output_dir
-    write_json_atomic(f"{output_dir}/metrics.json", metrics)
+    write_json_atomic(output_dir / "metrics.json", metrics)
     console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith("train/")}))
     console.print(f"run folder: {output_dir}")
     return metrics

@@ -72,7 +72,7 @@ class FractureDataModule:
         self._splits: dict[str, SplitFiles] | None = None
 
     # ------------------------------------------------------------------ scanning
-    def setup(self) -> "FractureDataModule":
+    def setup(self) -> FractureDataModule:
         """Scan and check the image folders once; later calls are free."""
         if self._splits is None:
             splits = scan_root(self.root, self.class_names, self.group_by)
@@ -91,7 +91,9 @@ class FractureDataModule:
             train_idx, val_idx = next(splitter.split(train.paths, train.labels, groups=train.groups))
         except ValueError as error:
             raise DataError(f"cannot hold out a validation split from {self.root / 'train'}: {error}") from error
-        log.info("No val/ folder under %s: held out %d of %d images for validation.", self.root, len(val_idx), len(train))
+        log.info(
+            "No val/ folder under %s: held out %d of %d images for validation.", self.root, len(val_idx), len(train)
+        )
         val = train.subset(val_idx, "val")
         val.skipped = []  # skipped files were counted with train/
         return train.subset(train_idx, "train"), val

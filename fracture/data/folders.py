@@ -43,7 +43,7 @@ class SplitFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, indices, name: str | None = None) -> "SplitFiles":
+    def subset(self, indices, name: str | None = None) -> SplitFiles:
         indices = np.asarray(indices, dtype=int)
         return SplitFiles(
             name=name or self.name,
@@ -108,7 +108,7 @@ def scan_split(
         reasons = list(pool.map(unreadable_reason, [path for path, _, _ in candidates]))
 
     paths, labels, groups, skipped = [], [], [], []
-    for (path, label, class_name), reason in zip(candidates, reasons):
+    for (path, label, class_name), reason in zip(candidates, reasons, strict=False):
         if reason:
             skipped.append((str(path), reason))
             continue
@@ -116,9 +116,7 @@ def scan_split(
         labels.append(label)
         groups.append(filename_group(path, class_name) if group_by == "filename" else str(path))
     if skipped:
-        log.warning(
-            "Skipped %d unreadable file(s) in %s, e.g. %s: %s", len(skipped), split_dir, *skipped[0]
-        )
+        log.warning("Skipped %d unreadable file(s) in %s, e.g. %s: %s", len(skipped), split_dir, *skipped[0])
     files = SplitFiles(split_dir.name, paths, np.asarray(labels, dtype=np.int32), groups, skipped)
     empty = [class_names[1 - label] for label, count in files.class_counts().items() if count == 0]
     if empty:
@@ -126,7 +124,9 @@ def scan_split(
     return files
 
 
-def scan_root(root: str | Path, class_names: tuple[str, str], group_by: str | None = "filename") -> dict[str, SplitFiles]:
+def scan_root(
+    root: str | Path, class_names: tuple[str, str], group_by: str | None = "filename"
+) -> dict[str, SplitFiles]:
     """Scan every split folder (`train`, `val`, `test`) that exists under `root`."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -134,5 +134,7 @@ def scan_root(root: str | Path, class_names: tuple[str, str], group_by: str | No
     splits = {name: scan_split(root / name, class_names, group_by) for name in SPLITS if (root / name).is_dir()}
     if "train" not in splits:
         present = sorted(child.name for child in root.iterdir() if child.is_dir())
-        raise DataError(f"{root} has no train/ folder (found {present}); expected train/ and val/ with one folder per class.")
+        raise DataError(
+            f"{root} has no train/ folder (found {present}); expected train/ and val/ with one folder per class."
+        )
     return splits

@@ -63,7 +63,9 @@ def write_synthetic_dataset(
     a half-written dataset behind. Returns `root`.
     """
     root = Path(root).expanduser()
-    params = dict(train=train_per_class, val=val_per_class, test=test_per_class, image_size=image_size, seed=seed, version=2)
+    params = dict(
+        train=train_per_class, val=val_per_class, test=test_per_class, image_size=image_size, seed=seed, version=2
+    )
     marker = root / "synthetic.json"
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root

@@ -33,7 +33,9 @@ def _place_local_weights(path: Path) -> None:
     rescaling layer that Keras adds only for `weights="imagenet"`, silently mis-normalising the input.
     """
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}. Set model.weights to imagenet, null or an existing {EFFNET_WEIGHTS_FILE}.")
+        raise WeightsError(
+            f"weights file not found: {path}. Set model.weights to imagenet, null or an existing {EFFNET_WEIGHTS_FILE}."
+        )
     target = keras_cache_dir() / EFFNET_WEIGHTS_FILE
     if target.resolve() != path.resolve():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def _temporary_sibling(path: Path) -> Path:
 
 
 def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict) -> Path:
-    """Write `model` and `metadata` to `path` so that readers see either the old file or the new one, never a torn one."""
+    """Write `model` and `metadata` to `path`; readers see the old file or the new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = _temporary_sibling(path)
@@ -45,7 +45,9 @@ def read_metadata(path: str | Path) -> dict:
     """The fracture metadata stored in a checkpoint; `CheckpointError` if the file is not a fracture checkpoint."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}. Pass the path of a best_model.keras written by fracture.train.")
+        raise CheckpointError(
+            f"checkpoint not found: {path}. Pass the path of a best_model.keras written by fracture.train."
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read(METADATA_MEMBER))

@@ -19,8 +19,14 @@ class ModelCheckpoint(keras.callbacks.Callback):
     (set `metadata` before training; the Trainer does), and the best score is exposed for reports.
     """
 
-    def __init__(self, dirpath: str, monitor: str = "val/auc", mode: str = "max", save_last: bool = True,
-                 filename: str = "best_model.keras"):
+    def __init__(
+        self,
+        dirpath: str,
+        monitor: str = "val/auc",
+        mode: str = "max",
+        save_last: bool = True,
+        filename: str = "best_model.keras",
+    ):
         super().__init__()
         if mode not in ("min", "max"):
             raise ConfigError(f"checkpoint mode must be 'min' or 'max', got {mode!r}.")

@@ -1,4 +1,4 @@
-"""Translate between Keras' log keys (`loss`, `val_auc`) and fracture's slash-namespaced keys (`train/loss`, `val/auc`)."""
+"""Translate Keras' log keys (`loss`, `val_auc`) to fracture's slash-namespaced keys (`train/loss`, `val/auc`)."""
 
 from __future__ import annotations
 

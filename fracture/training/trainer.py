@@ -110,7 +110,9 @@ class Trainer:
         if self.overfit_batches:
             fixed = datamodule.predict_dataloader("train").take(self.overfit_batches).cache()
             return fixed, self.overfit_batches, fixed
-        train, steps = self._limited(datamodule.train_dataloader(), self._batches(datamodule, "train"), self.limit_train_batches)
+        train, steps = self._limited(
+            datamodule.train_dataloader(), self._batches(datamodule, "train"), self.limit_train_batches
+        )
         val, _ = self._limited(datamodule.val_dataloader(), self._batches(datamodule, "val"), self.limit_val_batches)
         return train, steps, val
 
@@ -131,8 +133,14 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ loops
-    def fit(self, classifier: FractureClassifier, datamodule, epochs: int | None = None,
-            learning_rate: float | None = None, stage: str = "") -> dict[str, float]:
+    def fit(
+        self,
+        classifier: FractureClassifier,
+        datamodule,
+        epochs: int | None = None,
+        learning_rate: float | None = None,
+        stage: str = "",
+    ) -> dict[str, float]:
         """Train for `epochs` more epochs (default `self.epochs`); returns the last epoch's metrics.
 
         Calling `fit` again continues the epoch count, which is how a fine-tuning stage follows a
@@ -149,8 +157,13 @@ class Trainer:
         if self.progress:
             callbacks.append(RichProgress(steps, end_epoch, stage))
         history = model.fit(
-            train, validation_data=val, epochs=end_epoch, initial_epoch=self.current_epoch,
-            callbacks=callbacks, shuffle=False, verbose=0,  # the data module shuffles
+            train,
+            validation_data=val,
+            epochs=end_epoch,
+            initial_epoch=self.current_epoch,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=0,  # the data module shuffles
         )
         epochs_run = len(history.epoch)
         for index in range(epochs_run):
@@ -167,7 +180,9 @@ class Trainer:
 
     def validate(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
         """Metrics on the validation split, as `val/<name>`."""
-        dataset, _ = self._limited(datamodule.val_dataloader(), self._batches(datamodule, "val"), self.limit_val_batches)
+        dataset, _ = self._limited(
+            datamodule.val_dataloader(), self._batches(datamodule, "val"), self.limit_val_batches
+        )
         return self._evaluate(classifier, dataset, "val")
 
     def test(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:

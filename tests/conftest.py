@@ -1,0 +1,62 @@
+"""Shared fixtures: small datasets (synthetic, and a subset of the real X-rays when present) and configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+from fracture.data.synthetic import write_synthetic_dataset  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = Path(os.environ.get("FRACTURE_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "xray-fracture"))
+
+
+def pytest_report_header(config):
+    return f"keras backend: {keras.backend.backend()}, real test data: {REAL_DATA if REAL_DATA.is_dir() else 'missing'}"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """24 train, 8 val and 8 test synthetic images per class, 64 px."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synthetic", 24, 8, 8, image_size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_root(tmp_path_factory) -> Path:
+    """A copy of a few real radiographs per split and class: three source ids, each with its original
+    (a large grayscale JPEG) where present and one rotated 224 px RGB copy."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real X-ray test data not found at {REAL_DATA} (set FRACTURE_TEST_DATA to its folder)")
+    root = tmp_path_factory.mktemp("real")
+    for split in ("train", "val"):
+        for class_dir in sorted((REAL_DATA / split).iterdir()):
+            target = root / split / class_dir.name
+            target.mkdir(parents=True)
+            ids = sorted({p.name.split("-")[0].split(".")[0] for p in class_dir.iterdir()})[:3]
+            for source_id in ids:
+                originals = list(class_dir.glob(f"{source_id}.jpg"))
+                for path in originals + sorted(class_dir.glob(f"{source_id}-*"))[:1]:
+                    shutil.copy(path, target / path.name)
+    return root
+
+
+def run_cli(module: str, *overrides: str, backend: str = "tensorflow", cwd: Path | None = None, timeout: int = 600):
+    """Run `python -m <module> <overrides>` in a subprocess with the given Keras backend."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd or REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

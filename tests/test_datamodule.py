@@ -1,0 +1,80 @@
+"""FractureDataModule on real radiographs and synthetic images, on the active Keras backend."""
+
+import numpy as np
+import pytest
+
+from fracture import FractureDataModule
+from fracture.errors import ConfigError
+
+pytestmark = pytest.mark.backend
+
+
+def test_real_xrays_become_float_batches_in_0_255(real_root):
+    datamodule = FractureDataModule(real_root, image_size=64, batch_size=4, augmentation={})
+    summary = datamodule.summary()
+    assert summary["train"]["fractured"] > 0 and summary["val"]["not fractured"] > 0
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert tuple(images.shape) == (4, 64, 64, 3) and str(images.dtype) == "<dtype: 'float32'>"
+    assert tuple(labels.shape) == (4, 1)
+    pixels = images.numpy()
+    # EfficientNet rescales inside the model, so pixels must stay on the 0..255 scale (not 0..1).
+    assert pixels.min() >= 0.0 and pixels.max() <= 255.0 and pixels.max() > 50.0
+    assert set(np.unique(labels.numpy())) <= {0.0, 1.0}
+
+
+def test_grayscale_originals_are_decoded_to_three_channels(real_root):
+    datamodule = FractureDataModule(real_root, image_size=64, batch_size=64, augmentation=None)
+    files = datamodule.files("val")
+    images, _ = next(iter(datamodule.predict_dataloader("val")))
+    originals = [i for i, path in enumerate(files.paths) if "-" not in path.rsplit("/", 1)[1]]
+    assert originals, "the real subset should include un-rotated grayscale originals"
+    for i in originals:
+        image = images.numpy()[i]
+        np.testing.assert_array_equal(image[..., 0], image[..., 1])
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def test_prediction_order_matches_files_and_labels(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=5)
+    labels = np.concatenate([y.numpy().ravel() for _, y in datamodule.predict_dataloader("test")])
+    np.testing.assert_array_equal(labels, datamodule.labels("test"))
+    # Evaluation order is shuffled once, so that a first limited batch already holds both classes.
+    assert len(set(datamodule.labels("val")[:5])) == 2
+
+
+def test_augmentation_runs_on_training_batches_only(synthetic_root):
+    plain = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation=None, seed=1)
+    augmented = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation={}, seed=1)
+    train_plain = next(iter(plain.train_dataloader()))[0].numpy()
+    train_augmented = next(iter(augmented.train_dataloader()))[0].numpy()
+    assert np.abs(np.sort(train_plain.ravel()) - np.sort(train_augmented.ravel())).mean() > 1.0
+    val_a = next(iter(augmented.val_dataloader()))[0].numpy()
+    val_b = next(iter(augmented.val_dataloader()))[0].numpy()
+    np.testing.assert_array_equal(val_a, val_b)
+
+
+def test_cached_pipeline_gives_the_same_images(synthetic_root):
+    uncached = FractureDataModule(synthetic_root, image_size=64, batch_size=16, cache=False)
+    cached = FractureDataModule(synthetic_root, image_size=64, batch_size=16, cache=True)
+    for _ in range(2):  # the second pass reads from the cache
+        np.testing.assert_array_equal(
+            next(iter(cached.val_dataloader()))[0].numpy(), next(iter(uncached.val_dataloader()))[0].numpy()
+        )
+
+
+def test_root_without_val_is_split_by_groups(tmp_path, synthetic_root):
+    import shutil
+
+    shutil.copytree(synthetic_root / "train", tmp_path / "train")
+    datamodule = FractureDataModule(tmp_path, image_size=64, val_fraction=0.25)
+    train, val = datamodule.files("train"), datamodule.files("val")
+    assert len(train) + len(val) == 48
+    assert 8 <= len(val) <= 16 and set(val.labels) == {0, 1}
+    assert not set(train.groups) & set(val.groups)
+
+
+def test_bad_settings_are_config_errors(synthetic_root):
+    with pytest.raises(ConfigError, match="image_size"):
+        FractureDataModule(synthetic_root, image_size=8)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        FractureDataModule(synthetic_root, val_fraction=1.5)

@@ -1,0 +1,99 @@
+"""Trainer loops on tiny synthetic data: fit, limits, fast_dev_run, overfitting, checkpoints."""
+
+import keras
+import numpy as np
+import pytest
+
+from fracture import FractureClassifier, FractureDataModule, Trainer, read_metadata
+from fracture.errors import ConfigError
+from fracture.training.callbacks import ModelCheckpoint
+
+pytestmark = pytest.mark.backend
+
+
+def tiny():
+    return FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
+
+
+def test_fit_logs_slash_metrics_and_keeps_the_best_checkpoint(tmp_path, synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, augmentation={})
+    checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/auc")
+    trainer = Trainer(epochs=2, callbacks=[checkpoint], progress=False)
+    metrics = trainer.fit(tiny(), datamodule)
+    assert {"train/loss", "train/auc", "val/loss", "val/auc", "val/precision", "val/recall"} <= set(metrics)
+    assert trainer.current_epoch == 2 and len(trainer.history) == 2
+    assert checkpoint.best_epoch in (1, 2)
+    assert checkpoint.best_score == pytest.approx(trainer.history[checkpoint.best_epoch - 1]["val_auc"])
+    metadata = read_metadata(checkpoint.best_path)
+    assert metadata["positive_class"] == "fractured" and metadata["threshold"] == 0.5
+    assert metadata["epoch"] == checkpoint.best_epoch and metadata["image_size"] == 64
+    assert checkpoint.last_path.is_file()
+
+
+def test_fast_dev_run_uses_one_batch_and_one_epoch(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=4)
+    seen = []
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    trainer = Trainer(epochs=5, fast_dev_run=True, callbacks=[CountBatches()], progress=False)
+    trainer.fit(tiny(), datamodule)
+    assert seen == [0] and trainer.current_epoch == 1
+
+
+def test_a_second_fit_continues_the_epoch_count(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16)
+    trainer = Trainer(epochs=1, limit_train_batches=1, limit_val_batches=1, progress=False)
+    classifier = tiny()
+    trainer.fit(classifier, datamodule)
+    trainer.fit(classifier, datamodule, epochs=2, learning_rate=1e-4)
+    assert trainer.current_epoch == 3 and len(trainer.history) == 3
+    assert float(classifier.model.optimizer.learning_rate) == pytest.approx(1e-4)
+
+
+def test_overfitting_two_batches_drives_the_loss_down(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=8, augmentation=None)
+    classifier = FractureClassifier(
+        "tiny_cnn", weights=None, image_size=64, dense_units=16, noise_stddev=0.0, dropout=0.0
+    )
+    trainer = Trainer(epochs=25, overfit_batches=2, progress=False)
+    trainer.fit(classifier, datamodule)
+    losses = [epoch["loss"] for epoch in trainer.history]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_validate_test_and_predict(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16)
+    trainer = Trainer(epochs=1, limit_train_batches=2, progress=False)
+    classifier = tiny()
+    trainer.fit(classifier, datamodule)
+    assert set(trainer.validate(classifier, datamodule)) >= {"val/loss", "val/auc"}
+    assert set(trainer.test(classifier, datamodule)) >= {"test/loss", "test/auc"}
+    probabilities = trainer.predict(classifier, datamodule, "test")
+    assert probabilities.shape == (16,) and np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_mixed_precision_keeps_a_float32_output(synthetic_root):
+    trainer = Trainer(precision="mixed_bfloat16", progress=False)
+    model = trainer.build(tiny())
+    assert model.get_layer("tiny_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("head_output").dtype_policy.compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_bad_trainer_settings():
+    with pytest.raises(ConfigError, match="precision"):
+        Trainer(precision="float8")
+    with pytest.raises(ConfigError, match="jit_compile"):
+        Trainer(jit_compile="sometimes")
+
+
+def test_unlogged_checkpoint_monitor_is_a_config_error(tmp_path, synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16)
+    trainer = Trainer(
+        epochs=1, fast_dev_run=True, progress=False, callbacks=[ModelCheckpoint(tmp_path, monitor="val/f1")]
+    )
+    with pytest.raises(ConfigError, match="val/f1"):
+        trainer.fit(tiny(), datamodule)
