@@ -14,6 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fracture.cli import CONFIG_DIR, build, build_all, log, user_errors
 from fracture.errors import ConfigError
+from fracture.evaluation import plots
+from fracture.evaluation.evaluate import evaluate_checkpoint
+from fracture.evaluation.summary import print_summary
 from fracture.io import write_json_atomic
 from fracture.training.progress import console, summary_table
 
@@ -54,7 +57,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["optimized_metric"] = metrics[objective]
 
     write_json_atomic(output_dir / "metrics.json", metrics)
-    console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith("train/")}))
+    console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
+    curves = plots.training_curves(trainer.history, output_dir / "plots" / "training_curves.png")
+
+    if cfg.evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
+        splits = [split for split in ("val", "test") if datamodule.has_split(split)]
+        evaluation = evaluate_checkpoint(
+            checkpoint.best_path, datamodule, splits, output_dir, seed=cfg.seed, training_curves=curves, **cfg.eval
+        )
+        metrics.update(evaluation)
+        print_summary(evaluation, splits, output_dir)
     console.print(f"run folder: {output_dir}")
     return metrics
 

@@ -1,0 +1,47 @@
+"""Evaluate a checkpoint: `python -m fracture.eval ckpt_path=... data.root=... [data.split=test]`.
+
+Writes `metrics.json`, `plots/` and `report.md` to the run folder (outputs/eval/runs/<time>/).
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from fracture.cli import CONFIG_DIR, build, user_errors
+from fracture.evaluation.evaluate import evaluate_checkpoint
+from fracture.evaluation.summary import print_summary
+from fracture.models.checkpoint import read_metadata
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate `cfg.ckpt_path` on `cfg.data.split`; returns the slash-namespaced metrics."""
+    metadata = read_metadata(cfg.ckpt_path)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    split = data_cfg.pop("split")
+    datamodule = build(
+        OmegaConf.create(data_cfg),
+        image_size=metadata["image_size"],
+        positive_class=metadata["positive_class"],
+        negative_class=metadata["negative_class"],
+    )
+    results = evaluate_checkpoint(
+        cfg.ckpt_path,
+        datamodule,
+        splits=[split],
+        output_dir=cfg.paths.output_dir,
+        seed=cfg.seed,
+        **cfg.eval,
+    )
+    print_summary(results, [split], cfg.paths.output_dir)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Evaluate a checkpoint: choose the threshold on validation, then compute metrics, plots and a report.
+
+The threshold is always chosen on the validation split and stored in the checkpoint, so that `predict` and
+later evaluations use it without being told. Test metrics use that stored threshold, never one fitted on
+test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fracture.evaluation import plots
+from fracture.evaluation.calibration import apply_temperature, fit_temperature
+from fracture.evaluation.metrics import binary_metrics, classification_report, group_level
+from fracture.evaluation.report import write_report
+from fracture.evaluation.threshold import choose_threshold
+from fracture.io import write_json_atomic
+from fracture.models.checkpoint import load_checkpoint, update_metadata
+
+
+@dataclass
+class SplitEvaluation:
+    """What one split's evaluation produced: slash-named metrics, plot files and sklearn's text report."""
+
+    split: str
+    results: dict
+    figures: dict[str, Path] = field(default_factory=dict)
+    report_text: str = ""
+
+
+class Evaluator:
+    """Evaluates one checkpoint on the splits of a data module, predicting each split at most once.
+
+    Args:
+        ckpt_path: a `.keras` file written by fracture.
+        datamodule: a `FractureDataModule` with the checkpoint's image size and classes.
+        target_sensitivity: choose the threshold that reaches this validation sensitivity instead of
+            maximising Youden's J.
+        calibrate: fit temperature scaling on validation and report calibration before and after.
+        bootstrap_resamples: resamples for the AUROC interval (resampling groups where they are known).
+    """
+
+    def __init__(
+        self, ckpt_path, datamodule, target_sensitivity=None, calibrate=False, bootstrap_resamples=1000, seed=0
+    ):
+        self.ckpt_path = Path(ckpt_path)
+        self.model, self.metadata = load_checkpoint(self.ckpt_path, compile=False)
+        self.datamodule = datamodule
+        self.target_sensitivity = target_sensitivity
+        self.calibrate = calibrate
+        self.bootstrap_resamples = bootstrap_resamples
+        self.seed = seed
+        self._predictions: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+    def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(labels, P(positive), group ids) for every image of `split`, in the data module's file order."""
+        if split not in self._predictions:
+            files = self.datamodule.files(split)
+            dataset = self.datamodule.predict_dataloader(split)
+            probabilities = np.asarray(self.model.predict(dataset, verbose=0)).reshape(-1)
+            self._predictions[split] = (files.labels.astype(int), probabilities, files.groups)
+        return self._predictions[split]
+
+    def threshold(self) -> float:
+        """The validation threshold: reused from the checkpoint if chosen by the same rule, else chosen and stored."""
+        rule = "youden" if self.target_sensitivity is None else f"sensitivity>={self.target_sensitivity:g}"
+        stored = self.metadata.get("threshold_source") == "val" and self.metadata.get("threshold_method") == rule
+        if not stored:
+            y_val, p_val, _ = self.predictions("val")
+            threshold, method = choose_threshold(y_val, p_val, self.target_sensitivity)
+            self.metadata = update_metadata(
+                self.ckpt_path, threshold=threshold, threshold_source="val", threshold_method=method
+            )
+        return self.metadata["threshold"]
+
+    def evaluate(self, split: str, plot_dir: Path) -> SplitEvaluation:
+        threshold = self.threshold()
+        y_true, y_prob, groups = self.predictions(split)
+        class_names = (self.metadata["positive_class"], self.metadata["negative_class"])
+        scores = binary_metrics(y_true, y_prob, threshold, groups, self.bootstrap_resamples, self.seed)
+        results = {f"{split}/{key}": value for key, value in scores.items()}
+        results[f"{split}/threshold_method"] = self.metadata["threshold_method"]
+        y_group, p_group, group_names = group_level(y_true, y_prob, groups)
+        results[f"{split}/groups"] = len(group_names)
+        if len(group_names) < len(y_true):  # several images per source radiograph: report per group too
+            group_scores = binary_metrics(y_group, p_group, threshold, None, self.bootstrap_resamples, self.seed)
+            results.update({f"{split}/group/{key}": value for key, value in group_scores.items()})
+
+        reliability = {"model": y_prob}
+        if self.calibrate:
+            temperature = fit_temperature(*self.predictions("val")[:2])
+            self.metadata = update_metadata(self.ckpt_path, temperature=temperature)
+            calibrated = apply_temperature(y_prob, temperature)
+            results[f"{split}/calibration/temperature"] = temperature
+            for name, probabilities in (("before", y_prob), ("after", calibrated)):
+                after = binary_metrics(y_true, probabilities, 0.5, None, 0)
+                results[f"{split}/calibration/brier_{name}"] = after["brier"]
+                results[f"{split}/calibration/ece_{name}"] = after["ece"]
+            reliability[f"temperature-scaled (T={temperature:.2f})"] = calibrated
+
+        figures = {
+            "Confusion matrix": plots.confusion_matrix(
+                scores["confusion_matrix"], class_names, threshold, plot_dir / f"{split}_confusion_matrix.png"
+            ),
+            "ROC curve": plots.roc_curve(
+                y_true,
+                y_prob,
+                threshold,
+                scores["sensitivity"],
+                scores["specificity"],
+                (scores["auroc_ci_low"], scores["auroc_ci_high"]),
+                plot_dir / f"{split}_roc.png",
+            ),
+            "Precision-recall curve": plots.precision_recall_curve(y_true, y_prob, plot_dir / f"{split}_pr.png"),
+            "Reliability diagram": plots.reliability_diagram(
+                y_true, reliability, plot_dir / f"{split}_reliability.png"
+            ),
+        }
+        report_text = classification_report(y_true, y_prob, threshold, class_names)
+        return SplitEvaluation(split, results, figures, report_text)
+
+
+def evaluate_checkpoint(
+    ckpt_path,
+    datamodule,
+    splits=("val",),
+    output_dir=".",
+    target_sensitivity: float | None = None,
+    calibrate: bool = False,
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
+    training_curves: Path | None = None,
+) -> dict:
+    """Evaluate `ckpt_path` on `splits`; write `metrics.json` (merged with any existing), `plots/` and `report.md`.
+
+    Returns the metrics, slash-namespaced: `val/auroc`, `test/sensitivity`, `test/group/auroc`, ...
+    """
+    output_dir = Path(output_dir)
+    evaluator = Evaluator(ckpt_path, datamodule, target_sensitivity, calibrate, bootstrap_resamples, seed)
+    evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
+    results = {key: value for evaluation in evaluations for key, value in evaluation.results.items()}
+    metrics_path = output_dir / "metrics.json"
+    existing = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    write_json_atomic(metrics_path, {**existing, **results})
+    write_report(output_dir / "report.md", evaluations, evaluator.metadata, Path(ckpt_path), training_curves)
+    return results

@@ -1,0 +1,80 @@
+"""Evaluation and training plots as PNG files, drawn with scikit-learn's displays and matplotlib."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only, no window: works on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.calibration import CalibrationDisplay  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
+
+
+def _save(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}")
+    figure.savefig(staging, dpi=110, bbox_inches="tight", format="png")
+    plt.close(figure)
+    staging.replace(path)
+    return path
+
+
+def training_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """Loss, accuracy and AUC per epoch, training against validation."""
+    names = [name for name in ("loss", "accuracy", "auc") if history and name in history[0]]
+    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    epochs = np.arange(1, len(history) + 1)
+    for axis, name in zip(axes[0], names, strict=True):
+        axis.plot(epochs, [row[name] for row in history], marker="o", label="train")
+        if f"val_{name}" in history[0]:
+            axis.plot(epochs, [row[f"val_{name}"] for row in history], marker="o", label="validation")
+        axis.set(title=name, xlabel="epoch", ylabel=name)
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.legend()
+    return _save(figure, path)
+
+
+def confusion_matrix(matrix: list[list[int]], class_names: tuple[str, str], threshold: float, path: Path) -> Path:
+    """The confusion matrix at the chosen threshold; rows are true classes."""
+    positive, negative = class_names
+    figure, axis = plt.subplots(figsize=(4.6, 4))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[negative, positive]).plot(ax=axis, colorbar=False)
+    axis.set_title(f"Confusion matrix at threshold {threshold:.3f}")
+    return _save(figure, path)
+
+
+def roc_curve(y_true, y_prob, threshold: float, sensitivity: float, specificity: float, auroc_ci, path: Path) -> Path:
+    """ROC curve with the operating point of the chosen threshold marked."""
+    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    RocCurveDisplay.from_predictions(y_true, y_prob, ax=axis, name="model", plot_chance_level=True)
+    axis.plot(1 - specificity, sensitivity, "o", color="crimson", label=f"threshold {threshold:.3f}")
+    axis.set(
+        title=f"ROC (95% CI {auroc_ci[0]:.3f}-{auroc_ci[1]:.3f})",
+        xlabel="1 - specificity",
+        ylabel="sensitivity",
+    )
+    axis.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def precision_recall_curve(y_true, y_prob, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    PrecisionRecallDisplay.from_predictions(y_true, y_prob, ax=axis, name="model", plot_chance_level=True)
+    axis.set(title="Precision-recall", xlabel="recall (sensitivity)", ylabel="precision")
+    axis.legend(loc="lower left")
+    return _save(figure, path)
+
+
+def reliability_diagram(y_true, probabilities: dict[str, np.ndarray], path: Path) -> Path:
+    """Observed positive rate against predicted probability, for one or more probability sets."""
+    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    for name, y_prob in probabilities.items():
+        CalibrationDisplay.from_predictions(y_true, y_prob, n_bins=10, ax=axis, name=name)
+    axis.set(title="Reliability diagram", xlabel="mean predicted P(fractured)", ylabel="observed fraction fractured")
+    axis.legend(loc="upper left")
+    return _save(figure, path)

@@ -1,0 +1,89 @@
+"""A one-page Markdown report of an evaluation, with the plots embedded."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from fracture.io import write_text_atomic
+
+HEADLINE = [
+    ("AUROC", "auroc"),
+    ("Average precision", "average_precision"),
+    ("Sensitivity (recall)", "sensitivity"),
+    ("Specificity", "specificity"),
+    ("Precision (PPV)", "precision"),
+    ("F1", "f1"),
+    ("Balanced accuracy", "balanced_accuracy"),
+    ("Accuracy", "accuracy"),
+    ("Cohen's kappa", "cohen_kappa"),
+    ("Brier score", "brier"),
+    ("Expected calibration error", "ece"),
+]
+
+
+def _number(value) -> str:
+    return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.3f}"
+
+
+def _with_ci(results: dict, prefix: str) -> str:
+    low, high = results[f"{prefix}/auroc_ci_low"], results[f"{prefix}/auroc_ci_high"]
+    return f"{_number(results[f'{prefix}/auroc'])} (95% CI {_number(low)}-{_number(high)})"
+
+
+def _metrics_table(evaluation) -> list[str]:
+    split, results = evaluation.split, evaluation.results
+    prefixes = [split] + ([f"{split}/group"] if f"{split}/group/auroc" in results else [])
+    header = "| metric | per image | per source image |" if len(prefixes) == 2 else "| metric | value |"
+    lines = [header, "|---" * (len(prefixes) + 1) + "|"]
+    for label, key in HEADLINE:
+        cells = [_with_ci(results, p) if key == "auroc" else _number(results[f"{p}/{key}"]) for p in prefixes]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    counts = [f"{results[f'{p}/n']} ({results[f'{p}/positives']} positive)" for p in prefixes]
+    lines.append("| Count | " + " | ".join(counts) + " |")
+    return lines
+
+
+def write_report(path: Path, evaluations, metadata: dict, ckpt_path: Path, training_curves: Path | None = None) -> Path:
+    """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it."""
+    positive, negative = metadata["positive_class"], metadata["negative_class"]
+    threshold = metadata["threshold"]
+    lines = [
+        "# fracture evaluation report",
+        "",
+        "> For research and teaching only. Not a medical device: do not use these numbers for diagnosis.",
+        "",
+        f"- Checkpoint: `{ckpt_path}` (epoch {metadata.get('epoch', '?')}, trained on {metadata.get('backend', '?')})",
+        f"- Positive class: **{positive}**; negative class: {negative}",
+        f"- Decision threshold: **{threshold:.4f}**, chosen on the validation split by "
+        f"{metadata['threshold_method']} and stored in the checkpoint",
+    ]
+    if "temperature" in metadata:
+        lines.append(f"- Temperature scaling fitted on validation: T = {metadata['temperature']:.3f}")
+    if training_curves is not None:
+        lines += ["", "## Training curves", "", f"![Training curves]({os.path.relpath(training_curves, path.parent)})"]
+    for evaluation in evaluations:
+        split, results = evaluation.split, evaluation.results
+        lines += ["", f"## {split} split", ""]
+        groups, n = results[f"{split}/groups"], results[f"{split}/n"]
+        if groups < n:
+            lines.append(
+                f"These {n} images come from only **{groups} independent source images**; the per-source column "
+                "averages each source's probabilities, and the AUROC interval resamples whole sources."
+            )
+        if split == "val":
+            lines.append(
+                "The threshold was chosen on this split, so its threshold-dependent numbers are optimistic; "
+                "judge the model on a held-out test split."
+            )
+        lines += ["", *_metrics_table(evaluation), ""]
+        calibration = f"{split}/calibration"
+        if f"{calibration}/temperature" in results:
+            brier = f"Brier {results[f'{calibration}/brier_before']:.4f} -> {results[f'{calibration}/brier_after']:.4f}"
+            ece = f"ECE {results[f'{calibration}/ece_before']:.4f} -> {results[f'{calibration}/ece_after']:.4f}"
+            lines += [f"Calibration after temperature scaling: {brier}, {ece}.", ""]
+        lines += ["```", evaluation.report_text.rstrip(), "```", ""]
+        for title, figure in evaluation.figures.items():
+            lines.append(f"![{split} {title}]({os.path.relpath(figure, path.parent)})")
+    return write_text_atomic(path, "\n".join(lines) + "\n")
