@@ -5,12 +5,16 @@ Writes `metrics.json`, `plots/` and `report.md` to the run folder (outputs/eval/
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fracture.cli import CONFIG_DIR, build, user_errors
+from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
+from fracture.io import read_history
 from fracture.models.checkpoint import read_metadata
 
 
@@ -25,12 +29,19 @@ def evaluate(cfg: DictConfig) -> dict:
         positive_class=metadata["positive_class"],
         negative_class=metadata["negative_class"],
     )
+    output_dir = Path(cfg.paths.output_dir)
+    # A checkpoint inside a training run folder (<run>/checkpoints/x.keras) brings its training curves.
+    history_csv = Path(cfg.ckpt_path).expanduser().parent.parent / "history.csv"
+    curves = None
+    if history_csv.is_file():
+        curves = plots.training_curves(read_history(history_csv), output_dir / "plots" / "training_curves.png")
     results = evaluate_checkpoint(
         cfg.ckpt_path,
         datamodule,
         splits=[split],
-        output_dir=cfg.paths.output_dir,
+        output_dir=output_dir,
         seed=cfg.seed,
+        training_curves=curves,
         **cfg.eval,
     )
     print_summary(results, [split], cfg.paths.output_dir)

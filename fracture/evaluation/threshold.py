@@ -10,7 +10,7 @@ from fracture.errors import ConfigError
 
 def youden_threshold(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     """The threshold that maximises Youden's J = sensitivity + specificity - 1."""
-    fpr, tpr, thresholds = roc_curve(y_true, y_prob)
+    fpr, tpr, thresholds = roc_curve(y_true, y_prob, drop_intermediate=False)
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))
 
@@ -19,7 +19,7 @@ def sensitivity_threshold(y_true: np.ndarray, y_prob: np.ndarray, target: float)
     """The highest threshold whose sensitivity reaches `target` (so specificity is as high as it can be)."""
     if not 0.0 < target <= 1.0:
         raise ConfigError(f"eval.target_sensitivity must be in (0, 1], got {target}.")
-    fpr, tpr, thresholds = roc_curve(y_true, y_prob)
+    fpr, tpr, thresholds = roc_curve(y_true, y_prob, drop_intermediate=False)
     reaching = np.flatnonzero(tpr >= target)
     return float(min(thresholds[reaching[0]], 1.0))
 
