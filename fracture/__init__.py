@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from fracture.data.datamodule import FractureDataModule  # noqa: E402
 from fracture.data.synthetic import write_synthetic_dataset  # noqa: E402
 from fracture.errors import CheckpointError, ConfigError, DataError, FractureError, WeightsError  # noqa: E402
+from fracture.inference.predictor import Predictor, load_predictor  # noqa: E402
 from fracture.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
 from fracture.models.classifier import FractureClassifier, OptimizerSpec  # noqa: E402
 from fracture.training.trainer import Trainer  # noqa: E402
@@ -27,9 +28,11 @@ __all__ = [
     "FractureDataModule",
     "FractureError",
     "OptimizerSpec",
+    "Predictor",
     "Trainer",
     "WeightsError",
     "load_checkpoint",
+    "load_predictor",
     "read_metadata",
     "save_checkpoint",
     "write_synthetic_dataset",

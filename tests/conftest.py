@@ -60,3 +60,16 @@ def run_cli(module: str, *overrides: str, backend: str = "tensorflow", cwd: Path
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, synthetic_root) -> Path:
+    """A tiny CNN trained for one epoch on the synthetic data, saved as fracture's best_model.keras."""
+    from fracture import FractureClassifier, FractureDataModule, Trainer
+    from fracture.training.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(tmp_path_factory.mktemp("tiny_ckpt"))
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16)
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
+    Trainer(epochs=1, callbacks=[checkpoint], progress=False).fit(classifier, datamodule)
+    return checkpoint.best_path

@@ -9,12 +9,20 @@ import numpy as np
 import tensorflow as tf
 
 
+def resize_image(image, image_size: tuple[int, int]) -> tf.Tensor:
+    """Resize a uint8 RGB image (bilinear, antialiased) to `image_size`, keeping uint8.
+
+    Training, evaluation and prediction all resize through this function, so a model sees the same pixels
+    whichever way an image reaches it.
+    """
+    image = tf.image.resize(image, image_size, antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
 def decode_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """Read a JPEG, PNG, BMP or GIF file as a uint8 RGB image of `image_size` (grayscale is repeated to 3 channels)."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image = tf.image.resize(image, image_size, antialias=True)
-    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
-    return tf.ensure_shape(image, (*image_size, 3))
+    return tf.ensure_shape(resize_image(image, image_size), (*image_size, 3))
 
 
 def make_dataset(

@@ -1,0 +1,134 @@
+"""`Predictor`: load a checkpoint once, then label, score and explain new X-rays.
+
+from fracture import load_predictor
+predictor = load_predictor("outputs/train/runs/<time>/checkpoints/best_model.keras")
+predictor.predict("xray.jpg")        # Prediction(label='fractured', probability=0.91, threshold=0.43, ...)
+predictor.explain("xray.jpg")        # Explanation(prediction, heatmap, overlay)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fracture.data.pipeline import resize_image
+from fracture.inference.gradcam import GradCAM
+from fracture.inference.overlay import prediction_panel
+from fracture.inference.readers import UnreadableImage, read_xray
+from fracture.models.backbones import LAST_CONV_LAYER
+from fracture.models.checkpoint import load_checkpoint
+
+
+@dataclass
+class Prediction:
+    """One input's result; `error` is set (and the rest None) when the input could not be read."""
+
+    path: str
+    label: str | None
+    probability: float | None
+    threshold: float
+    error: str | None = None
+
+
+@dataclass
+class Explanation:
+    prediction: Prediction
+    heatmap: np.ndarray  # (h, w) in 0..1 at the explained layer's resolution
+    overlay: Image.Image  # the labelled X-ray beside the blended heatmap
+
+
+class Predictor:
+    """Predicts P(positive class) with a loaded model, labels it with the stored validation threshold.
+
+    Args:
+        model: the loaded Keras model.
+        metadata: the checkpoint's fracture metadata (classes, image size, threshold).
+        gradcam_layer: layer to explain; default: the backbone's last convolutional activation.
+    """
+
+    def __init__(self, model, metadata: dict, gradcam_layer: str | None = None):
+        self.model = model
+        self.metadata = metadata
+        self.image_size = int(metadata["image_size"])
+        self.positive, self.negative = metadata["positive_class"], metadata["negative_class"]
+        self.threshold = float(metadata.get("threshold", 0.5))
+        if metadata.get("threshold_source") != "val":
+            warnings.warn(
+                f"this checkpoint has no validation threshold; using {self.threshold}. "
+                "Run python -m fracture.eval on it to choose and store one.",
+                stacklevel=2,
+            )
+        backbone = metadata.get("hparams", {}).get("backbone", "efficientnet_b3")
+        self.gradcam_layer = gradcam_layer or LAST_CONV_LAYER[backbone]
+        self._gradcam: GradCAM | None = None
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 RGB of any size -> float32 (S, S, 3) in 0..255, resized exactly as in training."""
+        return np.asarray(resize_image(pixels, (self.image_size, self.image_size)), dtype=np.float32)
+
+    def _label(self, path: str, probability: float) -> Prediction:
+        label = self.positive if probability >= self.threshold else self.negative
+        return Prediction(str(path), label, float(probability), self.threshold)
+
+    def _read(self, image) -> tuple[str, np.ndarray]:
+        if isinstance(image, np.ndarray):
+            return "<array>", image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        return str(image), read_xray(image)
+
+    def predict_batch(
+        self, images: list, explain: bool = False
+    ) -> list[tuple[Prediction, np.ndarray | None, np.ndarray | None]]:
+        """(prediction, original pixels, heatmap) per input, in one batched pass; unreadable inputs get error rows."""
+        rows: list = [None] * len(images)
+        readable, batch = [], []
+        for index, image in enumerate(images):
+            try:
+                name, pixels = self._read(image)
+            except UnreadableImage as error:
+                rows[index] = (Prediction(str(image), None, None, self.threshold, str(error)), None, None)
+                continue
+            readable.append((index, name, pixels))
+            batch.append(self.preprocess(pixels))
+        if batch:
+            stacked = np.stack(batch)
+            if explain:
+                heatmaps, probabilities = self.gradcam(stacked)
+            else:
+                heatmaps, probabilities = (
+                    [None] * len(batch),
+                    np.asarray(self.model.predict_on_batch(stacked)).reshape(-1),
+                )
+            for (index, name, pixels), probability, heatmap in zip(readable, probabilities, heatmaps, strict=True):
+                rows[index] = (self._label(name, probability), pixels, heatmap)
+        return rows
+
+    def predict(self, image) -> Prediction:
+        """Label and probability for one path or uint8 array."""
+        return self.predict_batch([image])[0][0]
+
+    def gradcam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._gradcam is None:
+            self._gradcam = GradCAM(self.model, self.gradcam_layer)
+        return self._gradcam(images)
+
+    def overlay(self, prediction: Prediction, pixels: np.ndarray, heatmap: np.ndarray | None) -> Image.Image:
+        positive = prediction.label == self.positive
+        confidence = prediction.probability if positive else 1.0 - prediction.probability
+        return prediction_panel(pixels, heatmap, prediction.label, confidence, positive)
+
+    def explain(self, image) -> Explanation:
+        """Prediction, Grad-CAM heatmap and the labelled overlay for one path or uint8 array."""
+        prediction, pixels, heatmap = self.predict_batch([image], explain=True)[0]
+        if prediction.error:
+            raise UnreadableImage(f"{prediction.path}: {prediction.error}")
+        return Explanation(prediction, heatmap, self.overlay(prediction, pixels, heatmap))
+
+
+def load_predictor(ckpt_path: str | Path, gradcam_layer: str | None = None) -> Predictor:
+    """Load a fracture checkpoint once for repeated prediction."""
+    model, metadata = load_checkpoint(ckpt_path, compile=False)
+    return Predictor(model, metadata, gradcam_layer)

@@ -1,0 +1,89 @@
+"""Read X-rays for prediction: common image formats and DICOM, as uint8 RGB arrays.
+
+Training data goes through `tf.data`; single files for prediction come through here, which accepts more:
+16-bit PNG and TIFF, CMYK, EXIF-rotated photos of films, and DICOM with its grey-level transforms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+
+
+class UnreadableImage(Exception):
+    """An input that is not an image this reader understands; the message says why."""
+
+
+def is_dicom(path: Path) -> bool:
+    """DICOM files carry 'DICM' after a 128-byte preamble; some old ones only have the suffix."""
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    with open(path, "rb") as file:
+        return file.read(132)[128:132] == b"DICM"
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Stretch any grey range linearly onto 0..255."""
+    pixels = pixels.astype(np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    if high <= low:
+        return np.zeros(pixels.shape, np.uint8)
+    return np.round((pixels - low) / (high - low) * 255.0).astype(np.uint8)
+
+
+def read_dicom(path: Path) -> np.ndarray:
+    """Modality LUT (rescale slope/intercept), then VOI LUT or window centre/width, and MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many types for damaged files
+        raise UnreadableImage(f"not a readable DICOM file ({error})") from error
+    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
+        pixels = pixels[0]  # a multi-frame file: use its first frame
+    pixels = apply_modality_lut(pixels, dataset)
+    pixels = apply_voi_lut(pixels, dataset)
+    image = to_uint8(pixels)
+    if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        image = 255 - image  # MONOCHROME1 stores bone dark; show it bright, as in MONOCHROME2
+    return image
+
+
+def read_picture(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                return to_uint8(np.asarray(image))  # 16-bit or float grey: keep its full range
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImage(f"not a readable image ({error})") from error
+
+
+def read_xray(path: str | Path) -> np.ndarray:
+    """Read `path` as an RGB uint8 array of shape (H, W, 3); grey images are repeated on the 3 channels."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableImage("file not found")
+    pixels = read_dicom(path) if is_dicom(path) else read_picture(path)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and folders walked recursively for image and DICOM files, in sorted order."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item).expanduser()
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(item)
+    return paths

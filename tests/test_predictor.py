@@ -1,0 +1,58 @@
+"""Predictor and Grad-CAM on a trained tiny checkpoint, on the active backend."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracture import read_metadata
+from fracture.inference.predictor import load_predictor
+from fracture.inference.readers import UnreadableImage
+from fracture.models.checkpoint import update_metadata
+
+pytestmark = pytest.mark.backend
+
+
+@pytest.fixture()
+def predictor(tmp_path, tiny_checkpoint):
+    path = tmp_path / "model.keras"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    update_metadata(path, threshold=0.4, threshold_source="val", threshold_method="youden")
+    return load_predictor(path)
+
+
+def test_predictions_use_the_stored_threshold_and_match_the_model(predictor, synthetic_root):
+    files = sorted((synthetic_root / "test").rglob("*.png"))[:6]
+    rows = predictor.predict_batch(files)
+    model = predictor.model
+    batch = np.stack([predictor.preprocess(np.asarray(Image.open(f).convert("RGB"))) for f in files])
+    expected = np.asarray(model.predict(batch, verbose=0)).ravel()
+    for (prediction, _, heatmap), probability in zip(rows, expected, strict=True):
+        assert heatmap is None and prediction.threshold == 0.4
+        assert prediction.probability == pytest.approx(probability, abs=1e-5)
+        assert prediction.label == ("fractured" if probability >= 0.4 else "not fractured")
+
+
+def test_unreadable_inputs_get_error_rows_and_the_rest_still_run(predictor, synthetic_root, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    good = next((synthetic_root / "val").rglob("*.png"))
+    rows = predictor.predict_batch([good, tmp_path / "broken.png", good])
+    assert [row[0].error is None for row in rows] == [True, False, True]
+    assert "not a readable image" in rows[1][0].error
+    with pytest.raises(UnreadableImage):
+        predictor.explain(tmp_path / "broken.png")
+
+
+def test_explain_gives_a_heatmap_and_an_overlay(predictor):
+    pixels = np.random.default_rng(0).integers(0, 255, (300, 200), np.uint8)  # grayscale, odd size
+    explanation = predictor.explain(pixels)
+    heatmap = explanation.heatmap
+    assert heatmap.shape == (8, 8) and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    assert explanation.overlay.size[0] > explanation.overlay.size[1]  # X-ray and heatmap side by side
+    assert explanation.prediction.probability == pytest.approx(predictor.predict(pixels).probability, abs=1e-5)
+
+
+def test_default_threshold_is_warned_about(tiny_checkpoint):
+    assert read_metadata(tiny_checkpoint)["threshold_source"] == "default"
+    with pytest.warns(UserWarning, match="no validation threshold"):
+        predictor = load_predictor(tiny_checkpoint)
+    assert predictor.threshold == 0.5
