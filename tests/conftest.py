@@ -17,6 +17,14 @@ import keras  # noqa: E402
 from fracture.data.synthetic import write_synthetic_dataset  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The demo experiment shrunk to seconds: few, small synthetic images.
+DEMO_SMALL = [
+    "experiment=demo",
+    "data.train_per_class=16",
+    "data.val_per_class=8",
+    "data.test_per_class=4",
+    "data.image_size=48",
+]
 REAL_DATA = Path(os.environ.get("FRACTURE_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "xray-fracture"))
 
 

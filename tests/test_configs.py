@@ -11,7 +11,7 @@ from fracture import FractureClassifier, FractureDataModule, Trainer
 from fracture.cli import CONFIG_DIR, build, build_all
 from fracture.errors import ConfigError
 
-GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment", "debug"]
+GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment", "debug", "hparams_search"]
 
 
 def options(group):

@@ -2,8 +2,7 @@
 
 import json
 
-from conftest import run_cli
-from test_train_cli import DEMO_SMALL
+from conftest import DEMO_SMALL, run_cli
 
 REQUIRED = ["auroc", "auroc_ci_low", "auroc_ci_high", "sensitivity", "specificity", "threshold", "brier", "ece"]
 

@@ -6,15 +6,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import run_cli
-
-DEMO_SMALL = [
-    "experiment=demo",
-    "data.train_per_class=16",
-    "data.val_per_class=8",
-    "data.test_per_class=4",
-    "data.image_size=48",
-]
+from conftest import DEMO_SMALL, run_cli
 
 
 def check_run_folder(run_dir, image_size):

@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from fracture.errors import ConfigError
-from fracture.models.checkpoint import save_checkpoint
+from fracture.models.checkpoint import read_metadata, save_checkpoint
 from fracture.training.metric_names import slash_logs, to_keras
 
 
@@ -41,6 +42,14 @@ class ModelCheckpoint(keras.callbacks.Callback):
         self.best_logs: dict[str, float] = {}
         self.metadata: dict = {}
 
+    def on_train_begin(self, logs=None):
+        """Continue from a best model already in `dirpath` (a resumed run), so a worse one never replaces it."""
+        if self.best_epoch is None and self.best_path.is_file():
+            metadata = read_metadata(self.best_path)
+            if metadata.get("monitor") == self.monitor:
+                self.best_score, self.best_epoch = metadata["score"], metadata["epoch"]
+                self.best_logs = metadata.get("logs", {})
+
     def _improved(self, score: float) -> bool:
         return score > self.best_score if self.mode == "max" else score < self.best_score
 
@@ -49,12 +58,36 @@ class ModelCheckpoint(keras.callbacks.Callback):
         if self.monitor not in logs:
             raise ConfigError(f"checkpoint monitor {self.monitor!r} was not logged; logged metrics: {sorted(logs)}.")
         score = logs[self.monitor]
-        metadata = {**self.metadata, "epoch": epoch + 1, "monitor": self.monitor, "score": score}
+        metadata = {**self.metadata, "epoch": epoch + 1, "monitor": self.monitor, "score": score, "logs": logs}
         if self._improved(score) or self.best_epoch is None:
             self.best_score, self.best_epoch, self.best_logs = score, epoch + 1, logs
             save_checkpoint(self.model, self.best_path, metadata)
         if self.save_last:
             save_checkpoint(self.model, self.last_path, metadata)
+
+
+class RandomStateBackup(keras.callbacks.Callback):
+    """Back up the model's non-trainable state, random-generator states included, next to BackupAndRestore.
+
+    Keras' `save_weights` leaves out the seed-generator states of GaussianNoise and Dropout, so a resumed run
+    would draw different noise than an uninterrupted one. Put this callback right after BackupAndRestore.
+    """
+
+    def __init__(self, backup_dir: str | Path):
+        super().__init__()
+        self.path = Path(backup_dir) / "non_trainable_state.npz"
+
+    def on_train_begin(self, logs=None):
+        if self.path.is_file():
+            with np.load(self.path) as saved:
+                for index, variable in enumerate(self.model.non_trainable_variables):
+                    variable.assign(saved[f"v{index}"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self.model.non_trainable_variables)}
+        staging = self.path.with_name(f".{self.path.stem}.partial.npz")
+        np.savez(staging, **values)
+        staging.replace(self.path)
 
 
 def reduce_lr_on_plateau(monitor: str = "val/loss", **options) -> keras.callbacks.ReduceLROnPlateau:

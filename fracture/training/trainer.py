@@ -6,18 +6,34 @@ network lives in the classifier and the data in the data module.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from fracture.errors import ConfigError
 from fracture.models.classifier import FractureClassifier
-from fracture.training.callbacks import ModelCheckpoint
+from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
 from fracture.training.metric_names import slash_logs
-from fracture.training.progress import RichProgress
+from fracture.training.profiler import PhaseProfiler
+from fracture.training.progress import RichProgress, console
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+log = logging.getLogger(__name__)
+
+
+def enable_determinism() -> None:
+    """TensorFlow's op determinism, on every backend: the `tf.data` input pipeline runs on TensorFlow.
+
+    JAX on a CPU is deterministic already; on a GPU, start the process with
+    XLA_FLAGS=--xla_gpu_deterministic_ops=true.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
 
 def default_jit_compile() -> bool:
@@ -45,6 +61,12 @@ class Trainer:
         precision: `float32`, `mixed_bfloat16` or `mixed_float16` (loss scaling is added by Keras).
         callbacks: Keras callbacks, e.g. from `fracture.training.callbacks`.
         progress: show rich progress bars.
+        profile: time the loop's phases and print a table after each `fit` (see `PhaseProfiler`).
+        deterministic: make repeated runs with the same seed give the same metrics on the same backend
+            (deterministic TensorFlow ops; a little slower).
+        backup_dir: back up the training state (weights, optimizer, epoch) after every epoch under
+            `<backup_dir>/<stage>/`. A later `fit` with the same folder resumes from the last finished epoch;
+            see `fit`.
     """
 
     def __init__(
@@ -58,6 +80,9 @@ class Trainer:
         precision: str = "float32",
         callbacks: list | tuple = (),
         progress: bool = True,
+        profile: bool = False,
+        deterministic: bool = False,
+        backup_dir: str | Path | None = None,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -76,6 +101,11 @@ class Trainer:
         self.precision = precision
         self.callbacks = list(callbacks)
         self.progress = progress
+        self.profile = profile
+        self.deterministic = deterministic
+        self.backup_dir = Path(backup_dir) if backup_dir else None
+        if deterministic:
+            enable_determinism()
         self.current_epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -133,6 +163,16 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ loops
+    def _resumable(self, stage: str) -> tuple[list[keras.callbacks.Callback], int]:
+        """Callbacks that back the stage up every epoch, and how many of its epochs a backup says are done."""
+        stage_dir = self.backup_dir / (stage or "fit")
+        state = stage_dir / "training_metadata.json"
+        finished = int(json.loads(state.read_text())["epoch"]) if state.is_file() else self.current_epoch
+        if finished > self.current_epoch:
+            log.info("resuming stage %r after epoch %d from %s", stage or "fit", finished, stage_dir)
+        backup = keras.callbacks.BackupAndRestore(stage_dir, double_checkpoint=True, delete_checkpoint=False)
+        return [backup, RandomStateBackup(stage_dir)], finished - self.current_epoch
+
     def fit(
         self,
         classifier: FractureClassifier,
@@ -150,25 +190,46 @@ class Trainer:
         self.build(classifier)
         model = classifier.compile(jit_compile=self.jit_compile, learning_rate=learning_rate)
         train, steps, val = self._training_data(datamodule)
-        end_epoch = self.current_epoch + (epochs or self.epochs)
+        # One endless stream, `steps` batches an epoch, reshuffled and re-augmented at every repetition: epoch
+        # k's data depend only on the seed and k, not on how often Keras re-creates iterators.
+        train = train.repeat()
+        end_epoch = self.current_epoch + (1 if self.fast_dev_run else epochs or self.epochs)
         if self.checkpoint_callback is not None:
             self.checkpoint_callback.metadata = self.checkpoint_metadata(classifier, datamodule)
         callbacks = list(self.callbacks)
+        if self.backup_dir is not None:  # first, so that they have saved before loggers record the epoch
+            backups, finished = self._resumable(stage)
+            callbacks = backups + callbacks
+            if 0 < finished < end_epoch - self.current_epoch:
+                # Draw and drop the finished epochs' batches: same shuffles and augmentations as before.
+                train = train.skip(finished * steps)
         if self.progress:
             callbacks.append(RichProgress(steps, end_epoch, stage))
+        if keras.backend.backend() == "jax":
+            # Keras' JAX trainer builds unbuilt metrics by peeking at a batch through an extra iterator over
+            # the training stream, which would advance the augmentation RNG (and a resume's skip) once more
+            # than on TensorFlow. Building them on a batch of zeros keeps the stream for training alone.
+            shape = (datamodule.batch_size, classifier.image_size, classifier.image_size, 3)
+            model.evaluate(np.zeros(shape, "float32"), np.zeros((shape[0], 1), "float32"), verbose=0)
+        profiler = PhaseProfiler() if self.profile else None
+        if profiler:
+            callbacks = [profiler.first, *callbacks, profiler.last]
         history = model.fit(
             train,
             validation_data=val,
             epochs=end_epoch,
             initial_epoch=self.current_epoch,
+            steps_per_epoch=steps,
             callbacks=callbacks,
-            shuffle=False,
-            verbose=0,  # the data module shuffles
+            shuffle=False,  # the data module shuffles
+            verbose=0,
         )
-        epochs_run = len(history.epoch)
-        for index in range(epochs_run):
+        if profiler:
+            console.print(profiler.table())
+        for index in range(len(history.epoch)):
             self.history.append({key: float(values[index]) for key, values in history.history.items()})
-        self.current_epoch += epochs_run
+        # history.epoch holds absolute epoch numbers; it is empty when a resumed stage had already finished.
+        self.current_epoch = history.epoch[-1] + 1 if history.epoch else end_epoch
         return slash_logs(self.history[-1]) if self.history else {}
 
     def _evaluate(self, classifier: FractureClassifier, dataset, prefix: str) -> dict[str, float]:

@@ -1,0 +1,89 @@
+"""Hydra multirun support: record every job, failed ones too, and summarise the sweep at its end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.table import Table
+
+from fracture.io import write_json_atomic, write_text_atomic
+from fracture.training.progress import console
+
+FAILED_FILE = "failed.json"
+
+
+def record_failure(output_dir: str | Path, error: BaseException) -> None:
+    """Mark a sweep job as failed, so that the summary lists it instead of the sweep stopping."""
+    write_json_atomic(Path(output_dir) / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
+
+
+def collect_jobs(sweep_dir: Path, objective: str = "optimized_metric") -> list[dict]:
+    """One row per job folder: its overrides, status, objective and final metrics; best objective first."""
+    rows = []
+    for job_dir in sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    ):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        row = {"job": int(job_dir.name), "overrides": " ".join(overrides or [])}
+        if (job_dir / FAILED_FILE).is_file():
+            row.update(status="failed", error=json.loads((job_dir / FAILED_FILE).read_text())["error"])
+        elif (job_dir / "metrics.json").is_file():
+            metrics = json.loads((job_dir / "metrics.json").read_text())
+            scalars = {
+                k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.startswith("best/train")
+            }
+            row.update(status="ok", **scalars)
+        else:
+            row.update(status="unfinished")
+        rows.append(row)
+
+    def best_first(row):
+        value = row.get(objective)
+        return (value is None or (isinstance(value, float) and math.isnan(value)), -(value or 0.0))
+
+    return sorted(rows, key=best_first)
+
+
+def write_summary(sweep_dir: Path, rows: list[dict]) -> Path:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(sweep_dir / "summary.csv", buffer.getvalue())
+
+
+def summary_table(rows: list[dict], objective: str, metric_name: str) -> Table:
+    """The jobs as a table; the overrides column shows only what differs between jobs (summary.csv has all)."""
+    shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
+    table = Table(title=f"sweep summary, best {metric_name} first")
+    for column in ("job", "overrides", "status", metric_name, "val/sensitivity", "val/specificity", "epochs"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = row["status"] if row["status"] != "failed" else f"[red]failed: {row['error']}[/red]"
+        values = [row.get(key) for key in (objective, "val/sensitivity", "val/specificity", "epochs")]
+        cells = [f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v)) for v in values]
+        varying = " ".join(item for item in row["overrides"].split() if item not in shared)
+        table.add_row(str(row["job"]), varying, status, *cells)
+    return table
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun, write `<sweep dir>/summary.csv` and print a table of the jobs."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = collect_jobs(sweep_dir)
+        path = write_summary(sweep_dir, rows)
+        console.print(summary_table(rows, "optimized_metric", config.get("optimized_metric", "optimized_metric")))
+        console.print(f"sweep summary: {path}")

@@ -1,0 +1,116 @@
+"""The body of `python -m fracture.train`: `train(cfg)` builds the data module, classifier, callbacks and
+trainer from a composed config, fits, evaluates and writes the run folder.
+
+It lives outside the `__main__` module so that process-based Hydra launchers (joblib, submitit, Ray) can
+pickle the job by reference.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fracture.cli import build, build_all, log, user_errors
+from fracture.errors import ConfigError
+from fracture.evaluation import plots
+from fracture.evaluation.evaluate import evaluate_checkpoint
+from fracture.evaluation.summary import print_summary
+from fracture.io import read_history, write_json_atomic
+from fracture.run_info import run_info
+from fracture.sweeps import record_failure
+from fracture.training.progress import console, summary_table
+
+
+def find_run_to_resume(runs_dir: Path, current: Path) -> Path:
+    """The newest run folder under `runs_dir`, other than `current`, that still holds a training backup."""
+    unfinished = sorted(p for p in runs_dir.glob("*") if (p / "backup").is_dir() and p.resolve() != current.resolve())
+    if not unfinished:
+        raise ConfigError(f"resume=true found no interrupted run under {runs_dir}; pass resume=<run folder>.")
+    return unfinished[-1]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by `cfg`; returns its metrics, including `optimized_metric`."""
+    if cfg.get("description"):
+        console.print(f"[bold]{cfg.description}[/bold]  tags: {list(cfg.get('tags', []))}")
+    if cfg.get("resume"):
+        current = Path(cfg.paths.output_dir)
+        if cfg.resume is True:
+            target = find_run_to_resume(Path(cfg.paths.log_dir) / cfg.task_name / "runs", current)
+        else:
+            target = Path(str(cfg.resume)).expanduser()
+        if not (target / "backup").is_dir():
+            raise ConfigError(f"resume={cfg.resume}: {target} holds no training backup to resume from.")
+        log.info("resuming the run in %s", target)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(target)  # checkpoints, logs and metrics continue in the old folder
+    keras.utils.set_random_seed(cfg.seed)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it for CLI runs; library callers may not
+    write_json_atomic(output_dir / "run_info.json", run_info())
+
+    datamodule = build(cfg.data)
+    console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
+    classifier = build(cfg.model)
+    trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
+    log.info(
+        "backend %s, jit_compile %s, precision %s", keras.backend.backend(), trainer.jit_compile, trainer.precision
+    )
+
+    metrics = trainer.fit(classifier, datamodule, stage="head" if cfg.finetune.blocks else "")
+    if cfg.finetune.blocks and cfg.finetune.epochs:
+        unfrozen = classifier.unfreeze_top_blocks(cfg.finetune.blocks)
+        log.info("fine-tuning blocks %s at lr %g", unfrozen, cfg.finetune.lr)
+        metrics = trainer.fit(
+            classifier, datamodule, epochs=cfg.finetune.epochs, learning_rate=cfg.finetune.lr, stage="finetune"
+        )
+
+    metrics["epochs"] = trainer.current_epoch
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_epoch is not None:
+        metrics["best/epoch"] = checkpoint.best_epoch
+        metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
+        metrics["best/checkpoint"] = str(checkpoint.best_path)
+    objective = f"best/{cfg.optimized_metric}" if f"best/{cfg.optimized_metric}" in metrics else cfg.optimized_metric
+    if objective not in metrics:
+        raise ConfigError(f"optimized_metric {cfg.optimized_metric!r} was never logged; logged: {sorted(metrics)}.")
+    metrics["optimized_metric"] = metrics[objective]
+
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
+    # history.csv spans every epoch, also those before a resume; trainer.history only this process's.
+    history_csv = output_dir / "history.csv"
+    history = read_history(history_csv) if history_csv.is_file() else trainer.history
+    curves = plots.training_curves(history, output_dir / "plots" / "training_curves.png")
+
+    if cfg.evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
+        splits = [split for split in ("val", "test") if datamodule.has_split(split)]
+        evaluation = evaluate_checkpoint(
+            checkpoint.best_path, datamodule, splits, output_dir, seed=cfg.seed, training_curves=curves, **cfg.eval
+        )
+        metrics.update(evaluation)
+        print_summary(evaluation, splits, output_dir)
+    if trainer.backup_dir is not None:
+        shutil.rmtree(trainer.backup_dir, ignore_errors=True)  # finished: nothing left to resume
+    console.print(f"run folder: {output_dir}")
+    return metrics
+
+
+def run_training_job(cfg: DictConfig) -> float:
+    """Train and return the optimized metric. In a multirun, a failing job is recorded and returns NaN, so
+    that the sweep goes on; in a single run, user errors become one line on stderr and exit code 2."""
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        with user_errors():
+            return train(cfg)["optimized_metric"]
+    try:
+        return train(cfg)["optimized_metric"]
+    except Exception as error:  # one failed job is recorded and must not stop the sweep
+        log.exception("job failed: %s", error)
+        record_failure(cfg.paths.output_dir, error)
+        return float("nan")
