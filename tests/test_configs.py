@@ -73,3 +73,30 @@ def test_train_function_runs_the_demo_recipe_briefly(tmp_path):
     assert saved["val/auc"] == pytest.approx(metrics["val/auc"]) and saved["epochs"] == 2
     assert Path(saved["best/checkpoint"]).is_file()
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_finetune_experiment_runs_both_stages(tmp_path):
+    from fracture.train import train
+
+    cfg = compose_train(
+        tmp_path,
+        "experiment=finetune",
+        "data=synthetic",
+        "model=tiny",
+        "model.freeze_base=true",
+        "data.train_per_class=16",
+        "data.val_per_class=8",
+        "data.test_per_class=4",
+        "data.image_size=48",
+        "trainer.epochs=1",
+        "finetune.epochs=2",
+        "trainer.progress=false",
+        "evaluate=false",
+    )
+    metrics = train(cfg)
+    assert metrics["epochs"] == 3  # one head epoch, then two fine-tuning epochs
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 4
+    learning_rates = [float(row.split(",")[rows[0].split(",").index("learning_rate")]) for row in rows[1:]]
+    assert learning_rates[0] == pytest.approx(1e-3) and learning_rates[1:] == pytest.approx([1e-5, 1e-5])
+    assert not (tmp_path / "run" / "backup").exists()
