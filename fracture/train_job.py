@@ -23,6 +23,7 @@ from fracture.evaluation.summary import print_summary
 from fracture.io import read_history, write_json_atomic
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
+from fracture.training.metric_names import slash_logs
 from fracture.training.progress import console, summary_table
 
 
@@ -34,21 +35,26 @@ def find_run_to_resume(runs_dir: Path, current: Path) -> Path:
     return unfinished[-1]
 
 
+def point_at_run_to_resume(cfg: DictConfig) -> None:
+    """For `resume=true` or `resume=<run folder>`, make the run folder to continue the job's output folder."""
+    current = Path(cfg.paths.output_dir)
+    if cfg.resume is True:
+        target = find_run_to_resume(Path(cfg.paths.log_dir) / cfg.task_name / "runs", current)
+    else:
+        target = Path(str(cfg.resume)).expanduser()
+    if not (target / "backup").is_dir():
+        raise ConfigError(f"resume={cfg.resume}: {target} holds no training backup to resume from.")
+    log.info("resuming the run in %s", target)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(target)  # checkpoints, logs and metrics continue in the old folder
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; returns its metrics, including `optimized_metric`."""
     if cfg.get("description"):
         console.print(f"[bold]{cfg.description}[/bold]  tags: {list(cfg.get('tags', []))}")
     if cfg.get("resume"):
-        current = Path(cfg.paths.output_dir)
-        if cfg.resume is True:
-            target = find_run_to_resume(Path(cfg.paths.log_dir) / cfg.task_name / "runs", current)
-        else:
-            target = Path(str(cfg.resume)).expanduser()
-        if not (target / "backup").is_dir():
-            raise ConfigError(f"resume={cfg.resume}: {target} holds no training backup to resume from.")
-        log.info("resuming the run in %s", target)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(target)  # checkpoints, logs and metrics continue in the old folder
+        point_at_run_to_resume(cfg)
     keras.utils.set_random_seed(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it for CLI runs; library callers may not
@@ -59,7 +65,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     classifier = build(cfg.model)
     trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
     log.info(
-        "backend %s, jit_compile %s, precision %s", keras.backend.backend(), trainer.jit_compile, trainer.precision
+        "backend %s, devices %s, jit_compile %s, precision %s",
+        keras.backend.backend(),
+        trainer.parallel.devices,
+        trainer.jit_compile,
+        trainer.precision,
     )
 
     metrics = trainer.fit(classifier, datamodule, stage="head" if cfg.finetune.blocks else "")
@@ -70,6 +80,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             classifier, datamodule, epochs=cfg.finetune.epochs, learning_rate=cfg.finetune.lr, stage="finetune"
         )
 
+    # history.csv spans every epoch, also those before a resume; trainer.history only this process's.
+    history_csv = output_dir / "history.csv"
+    history = read_history(history_csv) if history_csv.is_file() else trainer.history
+    if not metrics and history:  # resumed after every epoch had finished: the last logged epoch is final
+        metrics = slash_logs({key: value for key, value in history[-1].items() if key != "epoch"})
     metrics["epochs"] = trainer.current_epoch
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_epoch is not None:
@@ -83,9 +98,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     write_json_atomic(output_dir / "metrics.json", metrics)
     console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
-    # history.csv spans every epoch, also those before a resume; trainer.history only this process's.
-    history_csv = output_dir / "history.csv"
-    history = read_history(history_csv) if history_csv.is_file() else trainer.history
     curves = plots.training_curves(history, output_dir / "plots" / "training_curves.png")
 
     if cfg.evaluate and checkpoint is not None and checkpoint.best_epoch is not None:

@@ -95,3 +95,27 @@ def test_acceptance_run_on_jax_with_full_real_data(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     check_run_folder(run_dir, 224)
+
+
+def test_two_simulated_devices_on_jax(tmp_path):
+    """trainer.devices=2: a real data-parallel fit over two simulated CPU devices (JAX DataParallel)."""
+    import os
+
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    try:
+        result = run_cli(
+            "fracture.train",
+            *DEMO_SMALL,
+            "trainer.devices=2",
+            "trainer.epochs=1",
+            "data.batch_size=8",
+            "evaluate=false",
+            f"paths.data_dir={tmp_path}/data",
+            f"hydra.run.dir={tmp_path}/run",
+            backend="jax",
+        )
+    finally:
+        del os.environ["XLA_FLAGS"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "devices ['cpu:0', 'cpu:1']" in (tmp_path / "run" / "train.log").read_text()
+    check_run_folder(tmp_path / "run", 48)

@@ -97,3 +97,18 @@ def test_unlogged_checkpoint_monitor_is_a_config_error(tmp_path, synthetic_root)
     )
     with pytest.raises(ConfigError, match="val/f1"):
         trainer.fit(tiny(), datamodule)
+
+
+def test_mixed_float16_trains_with_loss_scaling(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=8)
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
+    trainer = Trainer(precision="mixed_float16", fast_dev_run=True, progress=False)
+    metrics = trainer.fit(classifier, datamodule)
+    assert isinstance(classifier.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert classifier.model.get_layer("tiny_conv1").compute_dtype == "float16"
+    assert classifier.model.output.dtype == "float32" and np.isfinite(metrics["train/loss"])
+
+
+def test_more_devices_than_visible_is_a_config_error():
+    with pytest.raises(ConfigError, match="device"):
+        Trainer(devices=64)

@@ -3,6 +3,12 @@
 A `.keras` file is a zip archive. Next to Keras' own members we store `fracture.json` (class names, image
 size, decision threshold, backend, ...). Keras ignores the extra member, so the file still loads with plain
 `keras.saving.load_model` on any backend, and the metadata travels with the model.
+
+Checkpoints hold the model for inference and evaluation, without its compile state: no optimizer slots and
+no `compile_config`. That keeps them small and makes the archive the same whichever backend wrote it; the
+compile config would otherwise carry the writer's `jit_compile`, and a JAX-written `jit_compile=true`
+would make a TensorFlow CPU loader run XLA, about 15 times slower. While a run is unfinished, the
+optimizer state lives in its `backup/` folder.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 
 from fracture.errors import CheckpointError
@@ -26,17 +33,47 @@ def _temporary_sibling(path: Path) -> Path:
     return Path(name)
 
 
+def _without_optimizer(weights_h5: bytes) -> bytes:
+    """The `model.weights.h5` member with the optimizer's variables left out."""
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.h5", Path(folder) / "out.h5"
+        source.write_bytes(weights_h5)
+        with h5py.File(source, "r") as full, h5py.File(target, "w") as lean:
+            for name in full:
+                if name != "optimizer":
+                    full.copy(full[name], lean, name=name)
+            lean.attrs.update(full.attrs)
+        return target.read_bytes()
+
+
+def _rewrite_archive(source: Path, target: Path, metadata: dict, strip_compile_state: bool = False) -> None:
+    """Copy the archive `source` to `target` with `metadata` as its fracture member."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == METADATA_MEMBER:
+                continue
+            if strip_compile_state and item.filename == "config.json":
+                config = json.loads(data)
+                config.pop("compile_config", None)
+                data = json.dumps(config)
+            elif strip_compile_state and item.filename == "model.weights.h5":
+                data = _without_optimizer(data)
+            new.writestr(item, data)
+        new.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+
+
 def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict) -> Path:
     """Write `model` and `metadata` to `path`; readers see the old file or the new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = _temporary_sibling(path)
+    saved, staging = _temporary_sibling(path), _temporary_sibling(path)
     try:
-        model.save(staging)
-        with zipfile.ZipFile(staging, "a") as archive:
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+        model.save(saved)
+        _rewrite_archive(saved, staging, metadata, strip_compile_state=True)
         staging.replace(path)
     finally:
+        saved.unlink(missing_ok=True)
         staging.unlink(missing_ok=True)
     return path
 
@@ -63,11 +100,7 @@ def update_metadata(path: str | Path, **changes) -> dict:
     metadata = {**read_metadata(path), **changes}
     staging = _temporary_sibling(path)
     try:
-        with zipfile.ZipFile(path) as source, zipfile.ZipFile(staging, "w") as target:
-            for item in source.infolist():
-                if item.filename != METADATA_MEMBER:
-                    target.writestr(item, source.read(item))
-            target.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+        _rewrite_archive(path, staging, metadata)
         staging.replace(path)
     finally:
         staging.unlink(missing_ok=True)

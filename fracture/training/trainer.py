@@ -17,6 +17,7 @@ import numpy as np
 from fracture.errors import ConfigError
 from fracture.models.classifier import FractureClassifier
 from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
+from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress, console
@@ -64,6 +65,8 @@ class Trainer:
         profile: time the loop's phases and print a table after each `fit` (see `PhaseProfiler`).
         deterministic: make repeated runs with the same seed give the same metrics on the same backend
             (deterministic TensorFlow ops; a little slower).
+        devices: how many devices to train on, or "all": data parallel over GPUs (or simulated CPU devices);
+            see `fracture.training.devices`.
         backup_dir: back up the training state (weights, optimizer, epoch) after every epoch under
             `<backup_dir>/<stage>/`. A later `fit` with the same folder resumes from the last finished epoch;
             see `fit`.
@@ -83,6 +86,7 @@ class Trainer:
         profile: bool = False,
         deterministic: bool = False,
         backup_dir: str | Path | None = None,
+        devices: int | str = 1,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -104,6 +108,7 @@ class Trainer:
         self.profile = profile
         self.deterministic = deterministic
         self.backup_dir = Path(backup_dir) if backup_dir else None
+        self.parallel = DataParallel(resolve_devices(devices))
         if deterministic:
             enable_determinism()
         self.current_epoch = 0
@@ -120,7 +125,8 @@ class Trainer:
             previous = keras.config.dtype_policy()
             keras.config.set_dtype_policy(self.precision)
             try:
-                classifier.configure_model()
+                with self.parallel.scope():
+                    classifier.configure_model()
             finally:
                 keras.config.set_dtype_policy(previous)
         return classifier.model
@@ -188,7 +194,8 @@ class Trainer:
         """
         datamodule.setup()  # fail on bad data before the slow model build
         self.build(classifier)
-        model = classifier.compile(jit_compile=self.jit_compile, learning_rate=learning_rate)
+        with self.parallel.scope():
+            model = classifier.compile(jit_compile=self.jit_compile, learning_rate=learning_rate)
         train, steps, val = self._training_data(datamodule)
         # One endless stream, `steps` batches an epoch, reshuffled and re-augmented at every repetition: epoch
         # k's data depend only on the seed and k, not on how often Keras re-creates iterators.
@@ -214,16 +221,17 @@ class Trainer:
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
             callbacks = [profiler.first, *callbacks, profiler.last]
-        history = model.fit(
-            train,
-            validation_data=val,
-            epochs=end_epoch,
-            initial_epoch=self.current_epoch,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            shuffle=False,  # the data module shuffles
-            verbose=0,
-        )
+        with self.parallel.scope():
+            history = model.fit(
+                train,
+                validation_data=val,
+                epochs=end_epoch,
+                initial_epoch=self.current_epoch,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                shuffle=False,  # the data module shuffles
+                verbose=0,
+            )
         if profiler:
             console.print(profiler.table())
         for index in range(len(history.epoch)):

@@ -1,0 +1,52 @@
+"""Data parallelism over several accelerators (or simulated CPU devices), per backend.
+
+- JAX: `keras.distribution.DataParallel` shards each batch across the devices.
+- TensorFlow: `tf.distribute.MirroredStrategy` replicates the model and splits each batch.
+
+The batch size stays the *global* batch: with `devices=N`, each device sees `batch_size / N` images per
+step, so keep the batch size divisible by N, and consider scaling the learning rate with the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from fracture.errors import ConfigError
+
+
+def available_devices() -> list[str]:
+    """Accelerators if there are any, else the CPU devices the backend sees."""
+    if keras.backend.backend() == "jax":
+        return keras.distribution.list_devices()
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return [device.name for device in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def resolve_devices(devices: int | str) -> list[str]:
+    """The devices to use for `trainer.devices` (a count, or "all")."""
+    found = available_devices()
+    count = len(found) if devices == "all" else int(devices)
+    if not 1 <= count <= len(found):
+        raise ConfigError(f"trainer.devices={devices}, but only {len(found)} device(s) are visible: {found}.")
+    return found[:count]
+
+
+class DataParallel:
+    """A context for building, compiling and fitting a model on several devices (a no-op for one)."""
+
+    def __init__(self, devices: list[str]):
+        self.devices = devices
+        self._strategy = None
+        if len(devices) > 1 and keras.backend.backend() == "jax":
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        elif len(devices) > 1:
+            import tensorflow as tf
+
+            self._strategy = tf.distribute.MirroredStrategy(devices)
+
+    def scope(self):
+        return self._strategy.scope() if self._strategy is not None else contextlib.nullcontext()

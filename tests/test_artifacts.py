@@ -1,0 +1,109 @@
+"""Checkpoints written by `fracture.train` on one backend are the same artifact on the other.
+
+Each backend runs in its own subprocess (KERAS_BACKEND is fixed once Keras is imported).
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from conftest import DEMO_SMALL, REPO_ROOT, run_cli
+
+BACKENDS = ("tensorflow", "jax")
+PREDICT = """
+import sys, numpy as np, keras
+from fracture import read_metadata
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+size = read_metadata(sys.argv[1])["image_size"]
+images = np.random.default_rng(0).uniform(0, 255, (6, size, size, 3)).astype("float32")
+np.save(sys.argv[2], model.predict(images, verbose=0))
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """The same small run config trained once on each backend."""
+    folder = tmp_path_factory.mktemp("artifacts")
+    paths = {}
+    for backend in BACKENDS:
+        result = run_cli(
+            "fracture.train",
+            *DEMO_SMALL,
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=2",
+            "evaluate=false",
+            f"paths.data_dir={folder}/data",
+            f"hydra.run.dir={folder}/{backend}",
+            backend=backend,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        paths[backend] = folder / backend / "checkpoints" / "best_model.keras"
+    return paths
+
+
+def predict_with(backend: str, ckpt, out) -> np.ndarray:
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", PREDICT, str(ckpt), str(out)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(out)
+
+
+@pytest.mark.parametrize("writer,reader", [("tensorflow", "jax"), ("jax", "tensorflow")])
+def test_checkpoint_predicts_the_same_on_the_other_backend(tmp_path, checkpoints, writer, reader):
+    own = predict_with(writer, checkpoints[writer], tmp_path / "own.npy")
+    other = predict_with(reader, checkpoints[writer], tmp_path / "other.npy")
+    assert own.shape == (6, 1)
+    np.testing.assert_allclose(other, own, atol=1e-5)
+
+
+def strip_volatile(value):
+    if isinstance(value, dict):
+        return {k: strip_volatile(v) for k, v in value.items() if k != "shared_object_id"}
+    if isinstance(value, list):
+        return [strip_volatile(v) for v in value]
+    return value
+
+
+def weight_layout(ckpt) -> dict:
+    with zipfile.ZipFile(ckpt) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as h5:
+        layout = {}
+        h5.visititems(
+            lambda name, item: (
+                layout.update({name: (item.shape, str(item.dtype))}) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return layout
+
+
+def test_archives_are_structurally_identical(checkpoints):
+    configs = {}
+    for backend, ckpt in checkpoints.items():
+        with zipfile.ZipFile(ckpt) as archive:
+            configs[backend] = strip_volatile(json.loads(archive.read("config.json")))
+    assert configs["tensorflow"] == configs["jax"]
+    assert "compile_config" not in configs["jax"]  # no backend-specific jit_compile travels with the model
+    tf_layout, jax_layout = weight_layout(checkpoints["tensorflow"]), weight_layout(checkpoints["jax"])
+    assert tf_layout == jax_layout and len(tf_layout) > 10
+    assert not any(name.startswith("optimizer") for name in tf_layout)
+
+
+def test_metadata_survives_and_records_the_writer(checkpoints):
+    from fracture import read_metadata
+
+    tf_meta, jax_meta = (read_metadata(checkpoints[b]) for b in BACKENDS)
+    assert tf_meta["backend"] == "tensorflow" and jax_meta["backend"] == "jax"
+    for key in ("positive_class", "negative_class", "image_size", "threshold", "hparams"):
+        assert tf_meta[key] == jax_meta[key]
