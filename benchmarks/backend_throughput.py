@@ -2,10 +2,12 @@
 training / prediction throughput, per backend and precision, each measured in a fresh subprocess.
 
     python benchmarks/backend_throughput.py [--image-size 224] [--batch 16] [--steps 6]
-        [--configs tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32]
+        [--configs tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32,jax:float32:cache,jax:float32:cache]
 
 Random weights and random pixels: speed does not depend on their values. The first step (tracing and
 compiling) is timed separately from the steady-state steps. Ratios are against the first configuration.
+A `:cache` suffix runs JAX with a persistent compilation cache in a fresh temporary folder shared by all
+`:cache` runs of this invocation: the first such run fills it (cold), later ones read it (warm).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 WORKER = r"""
 import json, sys, time
 import numpy as np
 import keras
-from fracture import FractureClassifier, Trainer
+from fracture import FractureClassifier, Trainer, enable_compilation_cache
 size, batch, steps, precision = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+enable_compilation_cache(sys.argv[5] or None)
 trainer = Trainer(precision=precision, progress=False)
 classifier = FractureClassifier("efficientnet_b3", weights=None, image_size=size, freeze_base=True)
 started = time.perf_counter()
@@ -46,23 +50,11 @@ print("RESULT " + json.dumps(dict(build_s=build, first_step_s=first_train, train
 """
 
 
-def measure(backend: str, precision: str, args) -> dict:
+def measure(backend: str, precision: str, cache_dir: str, args) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend}
+    worker_args = [str(args.image_size), str(args.batch), str(args.steps), precision, cache_dir]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-W",
-            "ignore",
-            "-c",
-            WORKER,
-            str(args.image_size),
-            str(args.batch),
-            str(args.steps),
-            precision,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-W", "ignore", "-c", WORKER, *worker_args], env=env, capture_output=True, text=True
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -75,19 +67,26 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--configs", default="tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32")
+    parser.add_argument(
+        "--configs",
+        default="tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32,jax:float32:cache,jax:float32:cache",
+    )
     args = parser.parse_args()
-    configs = [tuple(item.split(":")) for item in args.configs.split(",")]
-    results = {config: measure(*config, args) for config in configs}
-    base = results[configs[0]]
+    configs = args.configs.split(",")
+    results = []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for config in configs:
+            backend, precision, *options = config.split(":")
+            results.append((config, measure(backend, precision, cache_dir if "cache" in options else "", args)))
+    base = results[0][1]
     print(f"EfficientNetB3, frozen base, {args.image_size} px, batch {args.batch}, {args.steps} timed steps, CPU")
     print(
         f"{'backend:precision':28} {'jit':>5} {'build s':>8} {'1st step s':>10} {'train img/s':>12} {'x':>6} "
         f"{'predict img/s':>14} {'x':>6}"
     )
-    for (backend, precision), r in results.items():
+    for config, r in results:
         print(
-            f"{backend + ':' + precision:28} {str(r['jit_compile']):>5} {r['build_s']:8.1f} {r['first_step_s']:10.1f} "
+            f"{config:28} {str(r['jit_compile']):>5} {r['build_s']:8.1f} {r['first_step_s']:10.1f} "
             f"{r['train_img_s']:12.1f} {r['train_img_s'] / base['train_img_s']:6.2f} "
             f"{r['predict_img_s']:14.1f} {r['predict_img_s'] / base['predict_img_s']:6.2f}"
         )

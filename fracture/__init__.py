@@ -10,6 +10,7 @@ import os
 # TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) hides the messages that matter.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
 from fracture.data.datamodule import FractureDataModule  # noqa: E402
 from fracture.data.synthetic import write_synthetic_dataset  # noqa: E402
 from fracture.errors import CheckpointError, ConfigError, DataError, FractureError, WeightsError  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "Predictor",
     "Trainer",
     "WeightsError",
+    "enable_compilation_cache",
     "load_checkpoint",
     "load_predictor",
     "read_metadata",

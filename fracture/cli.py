@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fracture.compilation_cache import enable_compilation_cache
 from fracture.errors import ConfigError, FractureError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -32,6 +33,11 @@ def build(node: DictConfig, **kwargs):
 def build_all(group: DictConfig | None) -> list:
     """Instantiate every entry of a group such as `callbacks` (a mapping of name -> object config)."""
     return [build(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+def prepare_backend(cfg: DictConfig) -> None:
+    """Backend set-up shared by the entry points, done before any model is built."""
+    enable_compilation_cache(cfg.get("compilation_cache"))
 
 
 @contextlib.contextmanager

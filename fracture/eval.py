@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from fracture.cli import CONFIG_DIR, build, user_errors
+from fracture.cli import CONFIG_DIR, build, prepare_backend, user_errors
 from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
@@ -21,6 +21,7 @@ from fracture.models.checkpoint import read_metadata
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate `cfg.ckpt_path` on `cfg.data.split`; returns the slash-namespaced metrics."""
     metadata = read_metadata(cfg.ckpt_path)
+    prepare_backend(cfg)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     split = data_cfg.pop("split")
     datamodule = build(

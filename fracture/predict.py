@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 from rich.table import Table
 
-from fracture.cli import CONFIG_DIR, user_errors
+from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
 from fracture.errors import ConfigError
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.inference.readers import expand_inputs
@@ -31,6 +31,7 @@ def _overlay_name(index: int, path: str) -> str:
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Predict every input of `cfg`; returns one `Prediction` per input, error rows included."""
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+    prepare_backend(cfg)
     paths = expand_inputs(inputs)
     if not paths:
         raise ConfigError(f"no images found in inputs={inputs}.")

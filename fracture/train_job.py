@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fracture.cli import build, build_all, log, user_errors
+from fracture.cli import build, build_all, log, prepare_backend, user_errors
 from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
@@ -56,6 +56,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("resume"):
         point_at_run_to_resume(cfg)
     keras.utils.set_random_seed(cfg.seed)
+    prepare_backend(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it for CLI runs; library callers may not
     write_json_atomic(output_dir / "run_info.json", run_info())

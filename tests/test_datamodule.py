@@ -78,3 +78,23 @@ def test_bad_settings_are_config_errors(synthetic_root):
         FractureDataModule(synthetic_root, image_size=8)
     with pytest.raises(ConfigError, match="val_fraction"):
         FractureDataModule(synthetic_root, val_fraction=1.5)
+
+
+def test_training_batches_are_full_and_evaluation_keeps_every_image(synthetic_root):
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10)  # 48 training images
+    sizes = [int(x.shape[0]) for x, _ in datamodule.train_dataloader()]
+    assert sizes == [10, 10, 10, 10] and datamodule.num_batches("train", training=True) == 4
+    val_sizes = [int(x.shape[0]) for x, _ in datamodule.val_dataloader()]
+    assert val_sizes == [10, 6] and datamodule.num_batches("val") == 2
+
+
+def test_padded_prediction_equals_plain_prediction(synthetic_root):
+    from fracture import FractureClassifier
+    from fracture.data.pipeline import predict_full_batches
+
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10)
+    model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8).configure_model()
+    padded = predict_full_batches(model, datamodule.predict_dataloader("val"), 10)
+    plain = model.predict(datamodule.predict_dataloader("val"), verbose=0).ravel()
+    assert padded.shape == (16,)
+    np.testing.assert_allclose(padded, plain, atol=1e-6)

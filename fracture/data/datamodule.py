@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,19 @@ class FractureDataModule:
         }
 
     # ------------------------------------------------------------------ datasets
+    def drops_remainder(self, split: str) -> bool:
+        """Training batches are all full, so that a compiled train step sees one batch shape (JAX and XLA
+        compile again for every new shape). The few images cut from an epoch are others at the next
+        reshuffle. Evaluation keeps every image."""
+        return split == "train" and len(self.files(split)) >= self.batch_size
+
+    def num_batches(self, split: str, training: bool = False) -> int:
+        """Batches per pass over `split` (with `training`, as `train_dataloader` cuts them)."""
+        count = len(self.files(split))
+        return (
+            count // self.batch_size if training and self.drops_remainder(split) else math.ceil(count / self.batch_size)
+        )
+
     def _dataset(self, split: str, training: bool):
         files = self.files(split)
         augmentation = None
@@ -137,6 +151,7 @@ class FractureDataModule:
             cache=self.cache,
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
+            drop_remainder=training and self.drops_remainder(split),
         )
 
     def train_dataloader(self):

@@ -63,3 +63,18 @@ def make_dataset(
     if training and augmentation is not None:
         ds = ds.map(lambda images, label: (augmentation(images, training=True), label), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
+
+
+def predict_full_batches(model, dataset: tf.data.Dataset, batch_size: int) -> np.ndarray:
+    """P(positive) for every image of a batched `(images, labels)` dataset, in order.
+
+    A short last batch is padded with zeros to `batch_size` and its padding dropped from the output, so the
+    compiled predict step sees a single batch shape (JAX and XLA would compile again for a new one).
+    """
+    outputs = []
+    for images, _ in dataset:
+        count = int(images.shape[0])
+        padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
+        padded[:count] = images.numpy()
+        outputs.append(np.asarray(model.predict_on_batch(padded)).reshape(-1)[:count])
+    return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)

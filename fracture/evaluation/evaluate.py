@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fracture.data.pipeline import predict_full_batches
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import apply_temperature, fit_temperature
 from fracture.evaluation.metrics import binary_metrics, classification_report, group_level
@@ -61,7 +62,7 @@ class Evaluator:
         if split not in self._predictions:
             files = self.datamodule.files(split)
             dataset = self.datamodule.predict_dataloader(split)
-            probabilities = np.asarray(self.model.predict(dataset, verbose=0)).reshape(-1)
+            probabilities = predict_full_batches(self.model, dataset, self.datamodule.batch_size)
             self._predictions[split] = (files.labels.astype(int), probabilities, files.groups)
         return self._predictions[split]
 

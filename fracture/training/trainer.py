@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from fracture.data.pipeline import predict_full_batches
 from fracture.errors import ConfigError
 from fracture.models.classifier import FractureClassifier
 from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
@@ -138,18 +138,15 @@ class Trainer:
             return dataset, total_batches
         return dataset.take(limit), limit
 
-    def _batches(self, datamodule, split: str) -> int:
-        return math.ceil(len(datamodule.files(split)) / datamodule.batch_size)
-
     def _training_data(self, datamodule):
         """(train dataset, train steps, val dataset) with the batch limits or overfitting applied."""
         if self.overfit_batches:
             fixed = datamodule.predict_dataloader("train").take(self.overfit_batches).cache()
             return fixed, self.overfit_batches, fixed
         train, steps = self._limited(
-            datamodule.train_dataloader(), self._batches(datamodule, "train"), self.limit_train_batches
+            datamodule.train_dataloader(), datamodule.num_batches("train", training=True), self.limit_train_batches
         )
-        val, _ = self._limited(datamodule.val_dataloader(), self._batches(datamodule, "val"), self.limit_val_batches)
+        val, _ = self._limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
         return train, steps, val
 
     def checkpoint_metadata(self, classifier: FractureClassifier, datamodule) -> dict:
@@ -249,9 +246,7 @@ class Trainer:
 
     def validate(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
         """Metrics on the validation split, as `val/<name>`."""
-        dataset, _ = self._limited(
-            datamodule.val_dataloader(), self._batches(datamodule, "val"), self.limit_val_batches
-        )
+        dataset, _ = self._limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
         return self._evaluate(classifier, dataset, "val")
 
     def test(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
@@ -261,4 +256,4 @@ class Trainer:
     def predict(self, classifier: FractureClassifier, datamodule, split: str = "val") -> np.ndarray:
         """P(positive class) for every image of `split`, in file order."""
         model = self.build(classifier)
-        return np.asarray(model.predict(datamodule.predict_dataloader(split), verbose=0)).reshape(-1)
+        return predict_full_batches(model, datamodule.predict_dataloader(split), datamodule.batch_size)

@@ -1,0 +1,40 @@
+"""The persistent compilation cache is filled on JAX (in a fresh process, as JAX reads the setting once)
+and is a no-op on TensorFlow."""
+
+import os
+import subprocess
+import sys
+
+import keras
+from conftest import REPO_ROOT
+
+from fracture import enable_compilation_cache
+
+BUILD_AND_PREDICT = """
+import sys, numpy as np
+from fracture import FractureClassifier, enable_compilation_cache
+print("CACHE", enable_compilation_cache(sys.argv[1]))
+model = FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=4).configure_model()
+model.predict_on_batch(np.zeros((2, 32, 32, 3), "float32"))
+"""
+
+
+def test_compiled_programs_are_cached_on_jax(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", BUILD_AND_PREDICT, str(tmp_path / "cache")],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"CACHE {tmp_path / 'cache'}" in done.stdout
+    assert len(list((tmp_path / "cache").iterdir())) > 5  # the build's initialisers and the predict step
+
+
+def test_the_cache_is_a_no_op_on_tensorflow(tmp_path):
+    assert keras.backend.backend() == "tensorflow"
+    assert enable_compilation_cache(tmp_path / "cache") is None and not (tmp_path / "cache").exists()
+    assert enable_compilation_cache(None) is None
