@@ -57,6 +57,21 @@ def real_root(tmp_path_factory) -> Path:
     return root
 
 
+def run_python(code: str, *args: str, backend: str = "tensorflow", timeout: int = 300):
+    """Run a Python snippet in a fresh process with the given Keras backend; fail the test if it fails."""
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code, *map(str, args)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def run_cli(module: str, *overrides: str, backend: str = "tensorflow", cwd: Path | None = None, timeout: int = 600):
     """Run `python -m <module> <overrides>` in a subprocess with the given Keras backend."""
     env = {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0"}

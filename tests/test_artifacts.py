@@ -5,15 +5,12 @@ Each backend runs in its own subprocess (KERAS_BACKEND is fixed once Keras is im
 
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
-from conftest import DEMO_SMALL, REPO_ROOT, run_cli
+from conftest import DEMO_SMALL, run_cli, run_python
 
 BACKENDS = ("tensorflow", "jax")
 PREDICT = """
@@ -48,16 +45,7 @@ def checkpoints(tmp_path_factory):
 
 
 def predict_with(backend: str, ckpt, out) -> np.ndarray:
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", PREDICT, str(ckpt), str(out)],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(PREDICT, ckpt, out, backend=backend)
     return np.load(out)
 
 

@@ -1,12 +1,8 @@
 """The persistent compilation cache is filled on JAX (in a fresh process, as JAX reads the setting once)
 and is a no-op on TensorFlow."""
 
-import os
-import subprocess
-import sys
-
 import keras
-from conftest import REPO_ROOT
+from conftest import run_python
 
 from fracture import enable_compilation_cache
 
@@ -20,16 +16,7 @@ model.predict_on_batch(np.zeros((2, 32, 32, 3), "float32"))
 
 
 def test_compiled_programs_are_cached_on_jax(tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", BUILD_AND_PREDICT, str(tmp_path / "cache")],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python(BUILD_AND_PREDICT, tmp_path / "cache", backend="jax")
     assert f"CACHE {tmp_path / 'cache'}" in done.stdout
     assert len(list((tmp_path / "cache").iterdir())) > 5  # the build's initialisers and the predict step
 

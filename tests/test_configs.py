@@ -100,3 +100,23 @@ def test_finetune_experiment_runs_both_stages(tmp_path):
     learning_rates = [float(row.split(",")[rows[0].split(",").index("learning_rate")]) for row in rows[1:]]
     assert learning_rates[0] == pytest.approx(1e-3) and learning_rates[1:] == pytest.approx([1e-5, 1e-5])
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_csv_and_tensorboard_loggers_write_their_files(tmp_path):
+    from fracture.train import train
+
+    cfg = compose_train(
+        tmp_path,
+        "experiment=demo",
+        "logger=many_loggers",
+        "data.train_per_class=16",
+        "data.val_per_class=8",
+        "data.test_per_class=4",
+        "data.image_size=48",
+        "trainer.fast_dev_run=true",
+        "trainer.progress=false",
+        "evaluate=false",
+    )
+    train(cfg)
+    assert (tmp_path / "run" / "history.csv").read_text().startswith("epoch,")
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))

@@ -1,11 +1,7 @@
 """Grad-CAM is backend-agnostic: one checkpoint, one image, the same heatmap on TensorFlow and JAX."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
-from conftest import REPO_ROOT
+from conftest import run_python
 
 GRADCAM_SCRIPT = """
 import sys, numpy as np
@@ -23,16 +19,7 @@ def test_gradcam_matches_across_backends(tmp_path, tiny_checkpoint, synthetic_ro
     results = {}
     for backend in ("tensorflow", "jax"):
         out = tmp_path / f"{backend}.npy"
-        env = {**os.environ, "KERAS_BACKEND": backend}
-        done = subprocess.run(
-            [sys.executable, "-W", "ignore", "-c", GRADCAM_SCRIPT, str(tiny_checkpoint), str(image), str(out)],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_python(GRADCAM_SCRIPT, tiny_checkpoint, image, out, backend=backend)
         results[backend] = np.load(out)
     tf_map, jax_map = results["tensorflow"][:-1], results["jax"][:-1]
     assert tf_map.std() > 0, "a flat heatmap would make the comparison meaningless"

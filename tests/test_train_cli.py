@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import DEMO_SMALL, run_cli
+from conftest import DEMO_SMALL, run_cli, run_python
 
 
 def check_run_folder(run_dir, image_size):
@@ -119,3 +119,24 @@ def test_two_simulated_devices_on_jax(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "devices ['cpu:0', 'cpu:1']" in (tmp_path / "run" / "train.log").read_text()
     check_run_folder(tmp_path / "run", 48)
+
+
+MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from fracture import FractureClassifier, FractureDataModule, Trainer
+datamodule = FractureDataModule(sys.argv[1], image_size=48, batch_size=8)
+classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
+trainer = Trainer(epochs=1, devices=2, progress=False)
+metrics = trainer.fit(classifier, datamodule)
+print("DEVICES", trainer.parallel.devices, type(classifier.model.distribute_strategy).__name__, metrics["val/loss"])
+"""
+
+
+def test_two_logical_cpus_on_tensorflow(synthetic_root):
+    """trainer.devices=2 on TensorFlow: MirroredStrategy over two logical CPU devices."""
+    done = run_python(MIRRORED, synthetic_root)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("DEVICES"))
+    assert "CPU:0" in line and "CPU:1" in line and "MirroredStrategy" in line
