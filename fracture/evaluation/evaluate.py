@@ -12,11 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import brier_score_loss
 
 from fracture.data.pipeline import predict_full_batches
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import apply_temperature, fit_temperature
-from fracture.evaluation.metrics import binary_metrics, classification_report, group_level
+from fracture.evaluation.metrics import (
+    binary_metrics,
+    classification_report,
+    expected_calibration_error,
+    group_level,
+)
 from fracture.evaluation.report import write_report
 from fracture.evaluation.threshold import choose_threshold
 from fracture.io import write_json_atomic
@@ -98,9 +104,8 @@ class Evaluator:
             calibrated = apply_temperature(y_prob, temperature)
             results[f"{split}/calibration/temperature"] = temperature
             for name, probabilities in (("before", y_prob), ("after", calibrated)):
-                after = binary_metrics(y_true, probabilities, 0.5, None, 0)
-                results[f"{split}/calibration/brier_{name}"] = after["brier"]
-                results[f"{split}/calibration/ece_{name}"] = after["ece"]
+                results[f"{split}/calibration/brier_{name}"] = float(brier_score_loss(y_true, probabilities))
+                results[f"{split}/calibration/ece_{name}"] = expected_calibration_error(y_true, probabilities)
             reliability[f"temperature-scaled (T={temperature:.2f})"] = calibrated
 
         figures = {
