@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary sibling and a rename, so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of `path` to write to, renamed over `path` when the block succeeds.
+
+    Readers see the old file or the new one, never a torn one; if the block fails, the sibling is removed.
+    The sibling keeps `path`'s suffix, for writers that choose a format by it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    staging = Path(name)
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(staging, path)
+        yield staging
+        staging.replace(path)
     finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
-    return path
+        staging.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as staging:
+        staging.write_text(text)
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, data) -> Path:

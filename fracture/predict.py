@@ -19,7 +19,7 @@ from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
 from fracture.errors import ConfigError
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.inference.readers import expand_inputs
-from fracture.io import write_text_atomic
+from fracture.io import atomic_path, write_text_atomic
 from fracture.training.progress import console
 
 
@@ -49,9 +49,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
             if cfg.explain and prediction.error is None:
                 image = predictor.overlay(prediction, pixels, heatmap)
                 target = overlay_dir / _overlay_name(start + offset, prediction.path)
-                staging = target.with_name(f".{target.name}")
-                image.save(staging, format="PNG")
-                staging.replace(target)
+                with atomic_path(target) as staging:
+                    image.save(staging, format="PNG")
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -14,13 +14,13 @@ import numpy as np  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
+from fracture.io import atomic_path  # noqa: E402
+
 
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}")
-    figure.savefig(staging, dpi=110, bbox_inches="tight", format="png")
+    with atomic_path(path) as staging:
+        figure.savefig(staging, dpi=110, bbox_inches="tight", format="png")
     plt.close(figure)
-    staging.replace(path)
     return path
 
 

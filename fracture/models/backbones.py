@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 
 from fracture.errors import WeightsError
+from fracture.io import atomic_path
 
 EFFNET_WEIGHTS_FILE = "efficientnetb3_notop.h5"
 # The last convolutional activation of each backbone: the default Grad-CAM target.
@@ -38,10 +39,8 @@ def _place_local_weights(path: Path) -> None:
         )
     target = keras_cache_dir() / EFFNET_WEIGHTS_FILE
     if target.resolve() != path.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        shutil.copyfile(path, partial)
-        partial.replace(target)
+        with atomic_path(target) as staging:
+            shutil.copyfile(path, staging)
 
 
 def efficientnet_b3(inputs: keras.KerasTensor, weights: str | None = "imagenet") -> keras.KerasTensor:

@@ -14,7 +14,6 @@ optimizer state lives in its `backup/` folder.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,14 +22,9 @@ import h5py
 import keras
 
 from fracture.errors import CheckpointError
+from fracture.io import atomic_path
 
 METADATA_MEMBER = "fracture.json"
-
-
-def _temporary_sibling(path: Path) -> Path:
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
-    os.close(handle)
-    return Path(name)
 
 
 def _without_optimizer(weights_h5: bytes) -> bytes:
@@ -66,15 +60,11 @@ def _rewrite_archive(source: Path, target: Path, metadata: dict, strip_compile_s
 def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict) -> Path:
     """Write `model` and `metadata` to `path`; readers see the old file or the new one, never a torn one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    saved, staging = _temporary_sibling(path), _temporary_sibling(path)
-    try:
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = Path(scratch) / path.name  # Keras' own archive, before fracture rewrites it
         model.save(saved)
-        _rewrite_archive(saved, staging, metadata, strip_compile_state=True)
-        staging.replace(path)
-    finally:
-        saved.unlink(missing_ok=True)
-        staging.unlink(missing_ok=True)
+        with atomic_path(path) as staging:
+            _rewrite_archive(saved, staging, metadata, strip_compile_state=True)
     return path
 
 
@@ -98,12 +88,8 @@ def update_metadata(path: str | Path, **changes) -> dict:
     """Rewrite the metadata of a checkpoint in place (atomically), e.g. to store a new decision threshold."""
     path = Path(path)
     metadata = {**read_metadata(path), **changes}
-    staging = _temporary_sibling(path)
-    try:
+    with atomic_path(path) as staging:
         _rewrite_archive(path, staging, metadata)
-        staging.replace(path)
-    finally:
-        staging.unlink(missing_ok=True)
     return metadata
 
 

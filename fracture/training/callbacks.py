@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from fracture.errors import ConfigError
+from fracture.io import atomic_path
 from fracture.models.checkpoint import read_metadata, save_checkpoint
 from fracture.training.metric_names import slash_logs, to_keras
 
@@ -85,9 +86,8 @@ class RandomStateBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self.model.non_trainable_variables)}
-        staging = self.path.with_name(f".{self.path.stem}.partial.npz")
-        np.savez(staging, **values)
-        staging.replace(self.path)
+        with atomic_path(self.path) as staging:
+            np.savez(staging, **values)
 
 
 def reduce_lr_on_plateau(monitor: str = "val/loss", **options) -> keras.callbacks.ReduceLROnPlateau:
