@@ -1,31 +1,129 @@
 """Reading X-rays for prediction: formats, bit depths, orientation, colour modes and DICOM."""
 
+import io
+
+import gdcm
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    HTJ2K,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 from fracture.inference.readers import UnreadableImage, expand_inputs, read_xray
 
 
-def write_dicom(path, pixels: np.ndarray, photometric: str, **elements):
+def dicom_dataset(path, pixels: np.ndarray, photometric: str, syntax=ExplicitVRLittleEndian, **elements):
+    """A single-frame grey DX dataset for `pixels` (uint8 or uint16), pixel data not yet set."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
     for key, value in elements.items():
         setattr(ds, key, value)
+    return ds
+
+
+def write_dicom(path, pixels: np.ndarray, photometric: str, **elements):
+    ds = dicom_dataset(path, pixels.astype(np.uint16), photometric, **elements)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def write_encapsulated_dicom(path, frame: bytes, pixels: np.ndarray, syntax) -> None:
+    """A DICOM whose pixel data is one already-compressed frame (JPEG, JPEG 2000, ...)."""
+    ds = dicom_dataset(path, pixels, "MONOCHROME2", syntax)
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+
+
+def pillow_bytes(pixels: np.ndarray, **save_options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, **save_options)
+    return buffer.getvalue()
+
+
+def grey_scene(height=48, width=64) -> np.ndarray:
+    """A smooth 8-bit ramp with a bright bar: easy on lossy codecs, yet not flat."""
+    scene = np.tile(np.linspace(20, 200, width), (height, 1))
+    scene[16:32, 8:56] = 240
+    return scene.astype(np.uint8)
+
+
+def compress(path, syntax) -> np.ndarray:
+    """Write `grey_scene()` to `path` with the given transfer syntax; returns the uncompressed pixels."""
+    pixels = grey_scene()
+    if syntax == JPEGBaseline8Bit:
+        write_encapsulated_dicom(path, pillow_bytes(pixels, format="JPEG", quality=95), pixels, syntax)
+    elif syntax == JPEG2000Lossless:
+        frame = pillow_bytes(pixels, format="JPEG2000", irreversible=False, no_jp2=True)
+        write_encapsulated_dicom(path, frame, pixels, syntax)
+    elif syntax == RLELossless:  # pydicom's own encoder
+        ds = dicom_dataset(path, pixels, "MONOCHROME2")
+        ds.compress(RLELossless, pixels)
+        ds.save_as(path, enforce_file_format=True)
+    elif syntax == JPEGLosslessSV1:  # GDCM transcodes an uncompressed file, as PACS exports do
+        plain = path.with_suffix(".plain.dcm")
+        ds = dicom_dataset(plain, pixels, "MONOCHROME2")
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(plain, enforce_file_format=True)
+        change = gdcm.FileChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInputFileName(str(plain))
+        change.SetOutputFileName(str(path))
+        assert change.Change(), "GDCM could not transcode the test file"
+    return pixels
+
+
+@pytest.mark.parametrize(
+    "syntax,tolerance",
+    [(JPEGBaseline8Bit, 8), (JPEG2000Lossless, 0), (RLELossless, 0), (JPEGLosslessSV1, 0)],
+    ids=["jpeg-baseline", "jpeg2000-lossless", "rle", "jpeg-lossless-sv1"],
+)
+def test_compressed_dicom(tmp_path, syntax, tolerance):
+    path = tmp_path / "scan.dcm"
+    pixels = compress(path, syntax)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax  # really written compressed
+    image = read_xray(path)
+    assert image.shape == (*pixels.shape, 3)
+    # Windowless 8-bit data is stretched onto 0..255, as every DICOM is; compare after the same stretch.
+    stretched = np.round((pixels - 20.0) / (240 - 20) * 255)
+    assert np.abs(image[..., 0] - stretched).max() <= tolerance
+
+
+@pytest.mark.parametrize("syntax", [HTJ2K, UID("1.2.840.10008.1.2.4.100")], ids=["htj2k", "mpeg2"])
+def test_unsupported_transfer_syntax_is_named(tmp_path, syntax):
+    path = tmp_path / "scan.dcm"
+    write_encapsulated_dicom(path, b"\xff\x4f\xff\x51" + bytes(60), grey_scene(), syntax)
+    with pytest.raises(UnreadableImage, match=rf"transfer syntax '{syntax.name}' \({syntax}\) is not supported"):
+        read_xray(path)
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    path = tmp_path / "report.dcm"
+    dicom_dataset(path, grey_scene(), "MONOCHROME2").save_as(path, enforce_file_format=True)
+    with pytest.raises(UnreadableImage, match="without pixel data"):
+        read_xray(path)
 
 
 def ramp(height=40, width=60):

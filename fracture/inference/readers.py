@@ -35,6 +35,28 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.round((pixels - low) / (high - low) * 255.0).astype(np.uint8)
 
 
+def check_transfer_syntax(dataset) -> None:
+    """Refuse compressed pixel data that no installed decoder reads, naming its transfer syntax.
+
+    pillow decodes JPEG baseline and JPEG 2000, pydicom itself RLE, and python-gdcm JPEG Lossless and
+    JPEG-LS. Anything else (HTJ2K, MPEG video, ...) would fail deep inside pydicom with a long message.
+    """
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(dataset, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        readable = get_decoder(syntax).is_available
+    except NotImplementedError:  # pydicom knows no decoder at all for this syntax
+        readable = False
+    if not readable:
+        raise UnreadableImage(
+            f"DICOM transfer syntax {syntax.name!r} ({syntax}) is not supported; "
+            "export the study uncompressed, or as JPEG, JPEG 2000, JPEG-LS or RLE"
+        )
+
+
 def read_dicom(path: Path) -> np.ndarray:
     """Modality LUT (rescale slope/intercept), then VOI LUT or window centre/width, and MONOCHROME1 inverted."""
     import pydicom
@@ -42,8 +64,14 @@ def read_dicom(path: Path) -> np.ndarray:
 
     try:
         dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array
     except Exception as error:  # pydicom raises many types for damaged files
+        raise UnreadableImage(f"not a readable DICOM file ({error})") from error
+    if "PixelData" not in dataset:
+        raise UnreadableImage("DICOM file without pixel data (a report or structured document?)")
+    check_transfer_syntax(dataset)
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:
         raise UnreadableImage(f"not a readable DICOM file ({error})") from error
     if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[0]  # a multi-frame file: use its first frame
