@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from pathlib import Path
+from importlib.resources import files
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -15,7 +15,9 @@ from omegaconf import DictConfig
 from fracture.compilation_cache import enable_compilation_cache
 from fracture.errors import ConfigError, FractureError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
+# editable and regular installs find the same files.
+CONFIG_DIR = str(files("fracture.conf"))
 log = logging.getLogger("fracture")
 
 

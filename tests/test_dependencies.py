@@ -81,7 +81,8 @@ def test_the_check_names_file_and_line_of_an_undeclared_import(tmp_path):
     assert trimmed != pyproject
     (tmp_path / "pyproject.toml").write_text(trimmed)
     (tmp_path / "fracture").mkdir()
-    (tmp_path / "fracture" / "reader.py").write_text("import json\n\nimport pydicom\nfrom omegaconf import DictConfig\n")
+    library_code = "import json\n\nimport pydicom\nfrom omegaconf import DictConfig\n"
+    (tmp_path / "fracture" / "reader.py").write_text(library_code)
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_x.py").write_text("import pytest\nfrom fracture import reader\n")
     offenders = undeclared_imports(tmp_path)

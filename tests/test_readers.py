@@ -10,9 +10,9 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    HTJ2K,
     UID,
     ExplicitVRLittleEndian,
-    HTJ2K,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
