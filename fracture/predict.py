@@ -35,7 +35,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     paths = expand_inputs(inputs)
     if not paths:
         raise ConfigError(f"no images found in inputs={inputs}.")
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer)
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels)
     output_dir = Path(cfg.paths.output_dir)
     overlay_dir = output_dir / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,29 @@ def requirement_name(requirement: str) -> str:
     return canonical(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1))
 
 
-def declared(pyproject: dict) -> tuple[set[str], set[str]]:
-    """(core distributions, core plus every extra's)."""
+# Library subpackages that stand behind an extra (`pip install fracture[serve]`) may use that extra too.
+OPTIONAL_SUBPACKAGES = {"fracture/serving": "serve"}
+
+
+def declared(pyproject: dict) -> tuple[set[str], dict[str, set[str]]]:
+    """(core distributions, each extra's distributions)."""
     project = pyproject["project"]
     core = {requirement_name(spec) for spec in project.get("dependencies", [])}
-    extras = {requirement_name(spec) for specs in project.get("optional-dependencies", {}).values() for spec in specs}
-    return core, core | extras
+    extras = {
+        extra: {requirement_name(spec) for spec in specs}
+        for extra, specs in project.get("optional-dependencies", {}).items()
+    }
+    return core, extras
+
+
+def allowed_for(path: str, core: set[str], extras: dict[str, set[str]]) -> tuple[set[str], str]:
+    """The distributions a file may import, and how to name them in a message."""
+    if not path.startswith("fracture/"):
+        return core.union(*extras.values()), "dependencies or an extra"
+    for folder, extra in OPTIONAL_SUBPACKAGES.items():
+        if path.startswith(folder + "/"):
+            return core | extras.get(extra, set()), f"dependencies or the {extra!r} extra"
+    return core, "dependencies"
 
 
 def top_level_imports(path: Path) -> list[tuple[str, int]]:
@@ -49,23 +66,24 @@ def undeclared_imports(repo: Path) -> list[str]:
     """'file:line: ...' for each import of a third-party package that pyproject.toml does not declare."""
     pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
     own = canonical(pyproject["project"]["name"])
-    core, everything = declared(pyproject)
+    core, extras = declared(pyproject)
     distributions = {module: {canonical(d) for d in dists} for module, dists in packages_distributions().items()}
     offenders = []
-    for folder, allowed in (("fracture", core), ("tests", everything), ("benchmarks", everything)):
+    for folder in ("fracture", "tests", "benchmarks"):
         files = sorted((repo / folder).rglob("*.py"))
         local = {own, "conftest"} | {path.stem for path in files}
         for path in files:
+            relative = path.relative_to(repo).as_posix()
+            allowed, scope = allowed_for(relative, core, extras)
             for module, line in top_level_imports(path):
                 if module in sys.stdlib_module_names or module in local:
                     continue
-                where = f"{path.relative_to(repo)}:{line}"
                 providers = distributions.get(module)
                 if not providers:
-                    offenders.append(f"{where}: {module!r} is not installed and not declared")
+                    offenders.append(f"{relative}:{line}: {module!r} is not installed and not declared")
                 elif not providers & allowed:
-                    scope = "dependencies" if folder == "fracture" else "dependencies or an extra"
-                    offenders.append(f"{where}: {module!r} (from {sorted(providers)}) is not in [project] {scope}")
+                    source = f"{module!r} (from {sorted(providers)})"
+                    offenders.append(f"{relative}:{line}: {source} is not in [project] {scope}")
     return offenders
 
 
@@ -98,4 +116,15 @@ def test_extras_are_not_enough_for_the_library(tmp_path):
     (tmp_path / "fracture" / "helpers.py").write_text("import pytest\n")
     assert undeclared_imports(tmp_path) == [
         "fracture/helpers.py:1: 'pytest' (from ['pytest']) is not in [project] dependencies"
+    ]
+
+
+def test_an_optional_subpackage_may_use_its_extra_and_no_other(tmp_path):
+    (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
+    (tmp_path / "fracture" / "serving").mkdir(parents=True)
+    (tmp_path / "fracture" / "serving" / "app.py").write_text("import fastapi\nimport optuna\n")
+    (tmp_path / "fracture" / "serve.py").write_text("import fastapi\n")
+    assert undeclared_imports(tmp_path) == [
+        "fracture/serve.py:1: 'fastapi' (from ['fastapi']) is not in [project] dependencies",
+        "fracture/serving/app.py:2: 'optuna' (from ['optuna']) is not in [project] dependencies or the 'serve' extra",
     ]

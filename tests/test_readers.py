@@ -21,7 +21,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from fracture.inference.readers import UnreadableImage, expand_inputs, read_xray
+from fracture.inference.readers import TooManyPixels, UnreadableImage, expand_inputs, read_xray
 
 
 def dicom_dataset(path, pixels: np.ndarray, photometric: str, syntax=ExplicitVRLittleEndian, **elements):
@@ -210,3 +210,20 @@ def test_folders_are_walked_recursively(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in expand_inputs([tmp_path / "a", tmp_path / "single.png"])]
     assert found == ["a/1.png", "a/b/2.JPG", "a/b/3.dcm", "single.png"]
+
+
+def test_pixel_limit_refuses_from_the_header(tmp_path):
+    Image.new("L", (300, 200)).save(tmp_path / "wide.png")
+    with pytest.raises(TooManyPixels, match="300 x 200 px is above the limit of 50,000 pixels"):
+        read_xray(tmp_path / "wide.png", max_pixels=50_000)
+    assert read_xray(tmp_path / "wide.png", max_pixels=60_000).shape == (200, 300, 3)
+    dicom = write_dicom(tmp_path / "big.dcm", ramp(200, 300), "MONOCHROME2")
+    with pytest.raises(TooManyPixels, match="300 x 200 px"):
+        read_xray(dicom, max_pixels=50_000)
+
+
+def test_pillows_decompression_bomb_guard_is_a_clear_error(tmp_path, monkeypatch):
+    Image.new("L", (300, 200)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow refuses above twice this
+    with pytest.raises(UnreadableImage, match="decompression bomb"):
+        read_xray(tmp_path / "bomb.png")

@@ -48,10 +48,12 @@ class Predictor:
         model: the loaded Keras model.
         metadata: the checkpoint's fracture metadata (classes, image size, threshold).
         gradcam_layer: layer to explain; default: the backbone's last convolutional activation.
+        max_pixels: refuse input files with more pixels than this, from their header (None: Pillow's guard).
     """
 
-    def __init__(self, model, metadata: dict, gradcam_layer: str | None = None):
+    def __init__(self, model, metadata: dict, gradcam_layer: str | None = None, max_pixels: int | None = None):
         self.model = model
+        self.max_pixels = max_pixels
         self.metadata = metadata
         self.image_size = int(metadata["image_size"])
         self.positive, self.negative = metadata["positive_class"], metadata["negative_class"]
@@ -77,7 +79,7 @@ class Predictor:
     def _read(self, image) -> tuple[str, np.ndarray]:
         if isinstance(image, np.ndarray):
             return "<array>", image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-        return str(image), read_xray(image)
+        return str(image), read_xray(image, self.max_pixels)
 
     def predict_batch(
         self, images: list, explain: bool = False
@@ -128,7 +130,7 @@ class Predictor:
         return Explanation(prediction, heatmap, self.overlay(prediction, pixels, heatmap))
 
 
-def load_predictor(ckpt_path: str | Path, gradcam_layer: str | None = None) -> Predictor:
+def load_predictor(ckpt_path: str | Path, gradcam_layer: str | None = None, max_pixels: int | None = None) -> Predictor:
     """Load a fracture checkpoint once for repeated prediction."""
     model, metadata = load_checkpoint(ckpt_path, compile=False)
-    return Predictor(model, metadata, gradcam_layer)
+    return Predictor(model, metadata, gradcam_layer, max_pixels)

@@ -18,6 +18,10 @@ class UnreadableImage(Exception):
     """An input that is not an image this reader understands; the message says why."""
 
 
+class TooManyPixels(UnreadableImage):
+    """An image whose header promises more pixels than the configured limit."""
+
+
 def is_dicom(path: Path) -> bool:
     """DICOM files carry 'DICM' after a 128-byte preamble; some old ones only have the suffix."""
     if path.suffix.lower() in (".dcm", ".dicom"):
@@ -57,7 +61,20 @@ def check_transfer_syntax(dataset) -> None:
         )
 
 
-def read_dicom(path: Path) -> np.ndarray:
+def check_pixel_count(width: int, height: int, max_pixels: int | None, frames: int = 1) -> None:
+    """Refuse an image whose header promises more pixels than `max_pixels`, before anything is decoded.
+
+    A small compressed file can expand to gigabytes (a decompression bomb); its header gives it away.
+    """
+    count = int(width) * int(height) * max(int(frames), 1)
+    if max_pixels is not None and count > max_pixels:
+        raise TooManyPixels(
+            f"image of {width} x {height} px{f' x {frames} frames' if frames > 1 else ''} is above the limit of "
+            f"{max_pixels:,} pixels; downscale it first"
+        )
+
+
+def read_dicom(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Modality LUT (rescale slope/intercept), then VOI LUT or window centre/width, and MONOCHROME1 inverted."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -68,6 +85,7 @@ def read_dicom(path: Path) -> np.ndarray:
         raise UnreadableImage(f"not a readable DICOM file ({error})") from error
     if "PixelData" not in dataset:
         raise UnreadableImage("DICOM file without pixel data (a report or structured document?)")
+    check_pixel_count(dataset.get("Columns", 0), dataset.get("Rows", 0), max_pixels, dataset.get("NumberOfFrames", 1))
     check_transfer_syntax(dataset)
     try:
         pixels = dataset.pixel_array
@@ -83,23 +101,28 @@ def read_dicom(path: Path) -> np.ndarray:
     return image
 
 
-def read_picture(path: Path) -> np.ndarray:
+def read_picture(path: Path, max_pixels: int | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            check_pixel_count(*image.size, max_pixels)
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 return to_uint8(np.asarray(image))  # 16-bit or float grey: keep its full range
             return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise UnreadableImage(f"not a readable image ({error})") from error
 
 
-def read_xray(path: str | Path) -> np.ndarray:
-    """Read `path` as an RGB uint8 array of shape (H, W, 3); grey images are repeated on the 3 channels."""
+def read_xray(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read `path` as an RGB uint8 array of shape (H, W, 3); grey images are repeated on the 3 channels.
+
+    `max_pixels` refuses larger images from their header, before decoding; None leaves only Pillow's own
+    decompression-bomb guard.
+    """
     path = Path(path)
     if not path.is_file():
         raise UnreadableImage("file not found")
-    pixels = read_dicom(path) if is_dicom(path) else read_picture(path)
+    pixels = read_dicom(path, max_pixels) if is_dicom(path) else read_picture(path, max_pixels)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     return np.ascontiguousarray(pixels[..., :3])

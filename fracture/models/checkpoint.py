@@ -13,6 +13,7 @@ optimizer state lives in its `backup/` folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import zipfile
@@ -101,3 +102,12 @@ def load_checkpoint(path: str | Path, compile: bool = True) -> tuple[keras.Model
     except Exception as error:  # Keras raises many types for a damaged archive
         raise CheckpointError(f"could not load the model in {path}: {error}") from error
     return model, metadata
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """A short content hash that names exactly one checkpoint file (the first 16 hex digits of its SHA-256)."""
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,72 @@
+"""Serve a checkpoint over HTTP with a web page: `python -m fracture.serve ckpt_path=... [serve.port=8000]`.
+
+Loads the model once, then runs uvicorn until Ctrl-C. The API and the page are in `fracture.serving`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import hydra
+from omegaconf import DictConfig
+
+from fracture.cli import CONFIG_DIR, log, prepare_backend, user_errors
+from fracture.errors import ConfigError
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and names that resolve only to them (localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except socket.gaierror as error:
+            raise ConfigError(f"serve.host={host!r} does not resolve ({error}).") from error
+        return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+
+
+def check_bind(host: str, allow_remote: bool, token: str | None) -> None:
+    """Loopback by default: another address must be asked for twice, and without a token it is logged loudly."""
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise ConfigError(
+            f"serve.host={host} would expose the service beyond this machine; "
+            "add serve.allow_remote=true to mean it (and set serve.token=...)."
+        )
+    if token is None:
+        log.warning("serving on %s without a token: anyone who can reach this address can use the model", host)
+
+
+def serve(cfg: DictConfig) -> None:
+    settings = cfg.serve
+    check_bind(settings.host, settings.allow_remote, settings.token)
+    try:
+        from fracture.serving import ServeSettings, create_app, run_server
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"the service needs the serve extra ({error}): pip install 'fracture[serve]'.") from error
+    from fracture.inference.predictor import load_predictor
+    from fracture.models.checkpoint import checkpoint_id
+
+    prepare_backend(cfg)
+    limits = ServeSettings(
+        max_upload_bytes=int(settings.max_upload_mb * 1024 * 1024),
+        max_pixels=int(settings.max_pixels),
+        token=settings.token,
+    )
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels)
+    app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits)
+    log.info("serving %s on http://%s:%d (not a medical device)", cfg.ckpt_path, settings.host, settings.port)
+    run_server(app, settings.host, int(settings.port), settings.log_level)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        serve(cfg)
+
+
+if __name__ == "__main__":
+    main()
