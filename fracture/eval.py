@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: `python -m fracture.eval ckpt_path=... data.root=... [data.split=test]`.
+"""Evaluate a checkpoint: `python -m fracture.eval ckpt_path=... data.root=... [split=test]`.
 
 Writes `metrics.json`, `plots/` and `report.md` to the run folder (outputs/eval/runs/<time>/).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fracture.cli import CONFIG_DIR, build, prepare_backend, user_errors
 from fracture.evaluation import plots
@@ -19,13 +19,12 @@ from fracture.models.checkpoint import read_metadata
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate `cfg.ckpt_path` on `cfg.data.split`; returns the slash-namespaced metrics."""
+    """Evaluate `cfg.ckpt_path` on `cfg.split`; returns the slash-namespaced metrics."""
     metadata = read_metadata(cfg.ckpt_path)
     prepare_backend(cfg)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    split = data_cfg.pop("split")
+    split = cfg.split
     datamodule = build(
-        OmegaConf.create(data_cfg),
+        cfg.data,
         image_size=metadata["image_size"],
         positive_class=metadata["positive_class"],
         negative_class=metadata["negative_class"],

@@ -8,13 +8,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
 from fracture.io import write_json_atomic, write_text_atomic
 from fracture.training.progress import console
+from fracture.training.progress import summary_table as metrics_table
 
 FAILED_FILE = "failed.json"
 
@@ -76,6 +79,36 @@ def summary_table(rows: list[dict], objective: str, metric_name: str) -> Table:
     return table
 
 
+CV_METRICS = ("val/auroc", "val/sensitivity", "val/specificity", "val/group/auroc", "optimized_metric")
+
+
+def cross_validation_summary(sweep_dir: Path, rows: list[dict]) -> dict | None:
+    """For a sweep over `data.fold`: each figure's mean and standard deviation over the folds, and the
+    AUROC of all folds' validation predictions pooled (each image is predicted once, by the model that did
+    not train on it). None when the jobs are not folds."""
+    folds = [row for row in rows if row["status"] == "ok" and "data.fold=" in row["overrides"]]
+    if len(folds) < 2:
+        return None
+    summary: dict = {"folds": len(folds)}
+    for key in CV_METRICS:
+        values = [row[key] for row in folds if isinstance(row.get(key), int | float)]
+        if len(values) == len(folds):
+            summary[f"{key}/mean"] = float(np.mean(values))
+            summary[f"{key}/std"] = float(np.std(values, ddof=1))
+    labels, probabilities = [], []
+    for row in folds:
+        predictions = sweep_dir / str(row["job"]) / "val_predictions.csv"
+        if not predictions.is_file():
+            return summary
+        with open(predictions, newline="") as file:
+            for record in csv.DictReader(file):
+                labels.append(int(record["label"]))
+                probabilities.append(float(record["probability"]))
+    summary["pooled_out_of_fold/auroc"] = float(roc_auc_score(labels, probabilities))
+    summary["pooled_out_of_fold/images"] = len(labels)
+    return summary
+
+
 class SweepSummary(Callback):
     """At the end of a multirun, write `<sweep dir>/summary.csv` and print a table of the jobs."""
 
@@ -87,3 +120,7 @@ class SweepSummary(Callback):
         path = write_summary(sweep_dir, rows)
         console.print(summary_table(rows, "optimized_metric", config.get("optimized_metric", "optimized_metric")))
         console.print(f"sweep summary: {path}")
+        folds = cross_validation_summary(sweep_dir, rows)
+        if folds is not None:
+            write_json_atomic(sweep_dir / "cross_validation.json", folds)
+            console.print(metrics_table(folds, title="cross-validation over folds"))

@@ -63,6 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = build(cfg.data)
     console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
+    datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
     classifier = build(cfg.model)
     trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
     log.info(

@@ -21,7 +21,7 @@ def test_eval_command_writes_metrics_five_plots_and_report(tmp_path):
         "data=synthetic",
         *DEMO_SMALL[1:4],
         data,
-        "data.split=test",
+        "split=test",
         "eval.bootstrap_resamples=100",
         f"hydra.run.dir={tmp_path}/eval",
     )

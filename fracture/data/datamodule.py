@@ -12,6 +12,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from fracture.data.augmentation import build_augmentation
 from fracture.data.folders import SplitFiles, scan_root
 from fracture.data.pipeline import make_dataset
+from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
 from fracture.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,19 @@ class FractureDataModule:
         batch_size: images per batch.
         positive_class: folder name of the positive class (label 1), matched case-insensitively.
         negative_class: folder name of the negative class (label 0).
-        val_fraction: share of `train/` held out for validation when `root` has no `val/` folder. The cut
-            keeps groups (copies of one source image) on one side and keeps the class balance.
-        group_by: `"filename"` groups Kaggle-style files by the name part before the first `-` or `.`;
-            None makes every file its own group.
+        val_fraction: share held out for validation when `root` has no `val/` folder, or with
+            `split="grouped"`. The cut keeps groups (copies of one radiograph) whole and the class balance.
+        group_by: `"content"` groups files that show the same radiograph, found from their pixels by the
+            dataset audit (cached per folder content, see `fracture.data.audit`); `"filename"` groups
+            Kaggle-style files by the name part before the first `-` or `.`; None makes every file its own
+            group.
+        split: `"given"` keeps the folder's own train/val/test; `"grouped"` pools them and cuts them again by
+            group (`val_fraction`, `test_fraction`), or into `folds` for cross-validation.
+        test_fraction: share of the pooled files for the test split with `split="grouped"` (0: no test).
+        folds, fold: with `split="grouped"` and `folds=k`, fold `fold` is the validation split and the other
+            k-1 folds train (no test split).
+        split_file: a `split.csv` written by an earlier run (`write_split`): use exactly its cut.
+        audit_cache: where `group_by="content"` keeps the audit of each folder.
         augmentation: keyword arguments of `build_augmentation`, or None for no augmentation.
         cache: cache decoded images in memory (True) or in a file (a path) across epochs.
         shuffle_buffer: shuffle buffer size when caching.
@@ -51,6 +61,12 @@ class FractureDataModule:
         cache: bool | str = False,
         shuffle_buffer: int = 2048,
         seed: int = 42,
+        split: str = "given",
+        test_fraction: float = 0.15,
+        folds: int | None = None,
+        fold: int = 0,
+        split_file: str | Path | None = None,
+        audit_cache: str | Path = "~/.cache/fracture/audit",
     ):
         if image_size < 32:
             raise ConfigError(f"data.image_size must be at least 32 pixels, got {image_size}.")
@@ -58,8 +74,12 @@ class FractureDataModule:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}.")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
-        if group_by not in ("filename", None):
-            raise ConfigError(f"data.group_by must be 'filename' or null, got {group_by!r}.")
+        if group_by not in ("content", "filename", None):
+            raise ConfigError(f"data.group_by must be 'content', 'filename' or null, got {group_by!r}.")
+        if split not in ("given", "grouped"):
+            raise ConfigError(f"data.split must be 'given' or 'grouped', got {split!r}.")
+        if folds is not None and split != "grouped":
+            raise ConfigError("data.folds needs data.split=grouped: cross-validation folds are cut by group.")
         self.root = Path(root).expanduser()
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
@@ -70,6 +90,11 @@ class FractureDataModule:
         self.cache = cache
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
+        self.split = split
+        self.test_fraction = test_fraction
+        self.folds, self.fold = folds, fold
+        self.split_file = split_file
+        self.audit_cache = audit_cache
         self._splits: dict[str, SplitFiles] | None = None
 
     # ------------------------------------------------------------------ scanning
@@ -77,13 +102,72 @@ class FractureDataModule:
         """Scan and check the image folders once; later calls are free."""
         if self._splits is None:
             splits = scan_root(self.root, self.class_names, self.group_by)
-            if "val" not in splits:
+            if self.group_by == "content":
+                self._use_content_groups(splits)
+            if self.split_file is not None:
+                splits = self._recut(splits, read_split_csv(self.split_file), f"data.split_file={self.split_file}")
+            elif self.split == "grouped":
+                splits = self._recut(splits, None, "data.split=grouped")
+            elif "val" not in splits:
                 splits["train"], splits["val"] = self._hold_out_val(splits["train"])
             # Folders list one class after the other; a fixed shuffle makes any first few evaluation
             # batches (limit_val_batches) hold both classes, and keeps prediction order reproducible.
             rng = np.random.default_rng(self.seed)
             self._splits = {name: files.subset(rng.permutation(len(files))) for name, files in splits.items()}
         return self
+
+    def relative(self, path: str) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+    def _use_content_groups(self, splits: dict[str, SplitFiles]) -> None:
+        """Replace each file's group by its content group from the (cached) dataset audit."""
+        from fracture.data.audit import cached_audit  # OpenCV and faiss load only when content groups are used
+
+        group_of = cached_audit(self.root, self.audit_cache).group_of()
+        for files in splits.values():
+            files.groups = [group_of.get(self.relative(path), path) for path in files.paths]
+
+    def _recut(self, splits: dict[str, SplitFiles], assigned: dict[str, str] | None, source: str):
+        """Pool the given splits and cut them again: by `assigned` (relative path -> split) or by group."""
+        pooled = SplitFiles(
+            "all",
+            [p for f in splits.values() for p in f.paths],
+            np.concatenate([f.labels for f in splits.values()]),
+            [g for f in splits.values() for g in f.groups],
+            [s for f in splits.values() for s in f.skipped],
+        )
+        if assigned is None:
+            if self.folds is not None:
+                names = grouped_fold(pooled.labels, pooled.groups, self.folds, self.fold, self.seed)
+            else:
+                names = grouped_split(pooled.labels, pooled.groups, self.val_fraction, self.test_fraction, self.seed)
+        else:
+            relative = [self.relative(p) for p in pooled.paths]
+            missing = [r for r in relative if r not in assigned]
+            if missing:
+                log.warning("%d file(s) are not in %s and are left out, e.g. %s", len(missing), source, missing[0])
+            gone = set(assigned) - set(relative)
+            if gone:
+                raise DataError(f"{len(gone)} file(s) of {source} are missing under {self.root}, e.g. {min(gone)}.")
+            names = np.array([assigned.get(r, "") for r in relative], dtype=object)
+        result = {}
+        for name in ("train", "val", "test"):
+            indices = np.flatnonzero(names == name)
+            if len(indices):
+                result[name] = pooled.subset(indices, name)
+                result[name].skipped = pooled.skipped if name == "train" else []  # counted once
+        if "train" not in result or "val" not in result:
+            raise DataError(f"{source} left no train or no val files under {self.root}.")
+        log.info("%s: %s", source, {name: len(files) for name, files in result.items()})
+        return result
+
+    def write_split(self, path: str | Path) -> Path:
+        """Save the cut in use as `split.csv` (path relative to the root, split, class folder, group)."""
+        rows = []
+        for name, files in self.setup()._splits.items():
+            for file, label, group in zip(files.paths, files.labels, files.groups, strict=True):
+                rows.append((self.relative(file), name, self.class_names[1 - int(label)], group))
+        return write_split_csv(path, rows)
 
     def _hold_out_val(self, train: SplitFiles) -> tuple[SplitFiles, SplitFiles]:
         folds = max(2, round(1.0 / self.val_fraction))
@@ -105,6 +189,12 @@ class FractureDataModule:
         if split not in splits:
             raise DataError(f"{self.root} has no {split}/ split; present: {sorted(splits)}.")
         return splits[split]
+
+    def shared_with_train(self, split: str) -> tuple[int, int]:
+        """(files, groups) of `split` whose group also has files in train: leakage that inflates its scores."""
+        train_groups = set(self.files("train").groups)
+        shared = [group for group in self.files(split).groups if group in train_groups]
+        return len(shared), len(set(shared))
 
     def has_split(self, split: str) -> bool:
         return split in self.setup()._splits

@@ -57,6 +57,15 @@ class SplitFiles:
         return {label: int(np.sum(self.labels == label)) for label in (1, 0)}
 
 
+# Files that operating systems and archivers leave in folders; never data.
+SYSTEM_CLUTTER = {"__MACOSX", "Thumbs.db", "desktop.ini", "@eaDir"}
+
+
+def is_ignored(path: Path) -> bool:
+    """Hidden files and folders (`.DS_Store`, `._x.jpg`), and system clutter anywhere in `path`."""
+    return any(part.startswith(".") or part in SYSTEM_CLUTTER for part in path.parts)
+
+
 def filename_group(path: Path, class_name: str) -> str:
     """The group id of a Kaggle-style file: its class and the name part before the first '-' or '.'.
 
@@ -102,7 +111,7 @@ def scan_split(
     candidates: list[tuple[Path, int, str]] = []
     for label, class_dir in find_class_dirs(split_dir, class_names).items():
         for path in sorted(class_dir.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file() and not is_ignored(path.relative_to(class_dir)):
                 candidates.append((path, label, class_dir.name))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reasons = list(pool.map(unreadable_reason, [path for path, _, _ in candidates]))

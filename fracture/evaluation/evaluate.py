@@ -7,7 +7,10 @@ test.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +28,10 @@ from fracture.evaluation.metrics import (
 )
 from fracture.evaluation.report import write_report
 from fracture.evaluation.threshold import choose_threshold
-from fracture.io import write_json_atomic
+from fracture.io import write_json_atomic, write_text_atomic
 from fracture.models.checkpoint import load_checkpoint, update_metadata
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,6 +89,33 @@ class Evaluator:
             )
         return self.metadata["threshold"]
 
+    def leakage(self, split: str) -> dict:
+        """Files of `split` that share a group (a radiograph, with content groups) with train, warned about."""
+        if split == "train" or not self.datamodule.has_split("train"):
+            return {}
+        files, groups = self.datamodule.shared_with_train(split)
+        if files:
+            log.warning(
+                "%d of %d %s images (%d groups) show a radiograph that is also in train: their scores are "
+                "inflated. Cut the data by group with data.split=grouped.",
+                files,
+                len(self.datamodule.files(split)),
+                split,
+                groups,
+            )
+        return {f"{split}/shared_with_train/files": files, f"{split}/shared_with_train/groups": groups}
+
+    def write_predictions(self, split: str, path: Path) -> Path:
+        """`<split>_predictions.csv`: every image's path, label, P(positive) and group (for pooled
+        cross-validation scores and for looking at errors)."""
+        y_true, y_prob, groups = self.predictions(split)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "label", "probability", "group"])
+        for row in zip(self.datamodule.files(split).paths, y_true, y_prob, groups, strict=True):
+            writer.writerow([row[0], int(row[1]), f"{row[2]:.6f}", row[3]])
+        return write_text_atomic(path, buffer.getvalue())
+
     def evaluate(self, split: str, plot_dir: Path) -> SplitEvaluation:
         threshold = self.threshold()
         y_true, y_prob, groups = self.predictions(split)
@@ -91,6 +123,7 @@ class Evaluator:
         scores = binary_metrics(y_true, y_prob, threshold, groups, self.bootstrap_resamples, self.seed)
         results = {f"{split}/{key}": value for key, value in scores.items()}
         results[f"{split}/threshold_method"] = self.metadata["threshold_method"]
+        results.update(self.leakage(split))
         y_group, p_group, group_names = group_level(y_true, y_prob, groups)
         results[f"{split}/groups"] = len(group_names)
         if len(group_names) < len(y_true):  # several images per source radiograph: report per group too
@@ -148,6 +181,8 @@ def evaluate_checkpoint(
     output_dir = Path(output_dir)
     evaluator = Evaluator(ckpt_path, datamodule, target_sensitivity, calibrate, bootstrap_resamples, seed)
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
+    for split in splits:
+        evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")
     results = {key: value for evaluation in evaluations for key, value in evaluation.results.items()}
     metrics_path = output_dir / "metrics.json"
     existing = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}

@@ -12,6 +12,20 @@ from fracture.training.metric_names import slash_logs
 console = Console(stderr=True)
 
 
+def progress_bar(*extra_columns) -> Progress:
+    """fracture's rich progress bar (description, bar, n/N, elapsed, remaining), on stderr; use it as a context."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *extra_columns,
+        console=console,
+        transient=False,
+    )
+
+
 def _format_logs(logs: dict[str, float], keys=("train/loss", "train/auc", "val/loss", "val/auc")) -> str:
     return "  ".join(f"{key} {logs[key]:.4f}" for key in keys if key in logs)
 
@@ -34,16 +48,7 @@ class RichProgress(keras.callbacks.Callback):
         self._task = None
 
     def on_train_begin(self, logs=None):
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            console=console,
-            transient=False,
-        )
+        self._progress = progress_bar(TextColumn("{task.fields[metrics]}"))
         self._progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):

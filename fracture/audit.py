@@ -1,0 +1,38 @@
+"""Audit a dataset from its pixels: `python -m fracture.audit data.root=/path/to/dataset`.
+
+Prints a table and writes `audit.json`, `audit.md` and `cross_split_pairs.png` to the run folder
+(outputs/audit/runs/<time>/). The method is in `fracture.data.audit`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from fracture.cli import CONFIG_DIR, user_errors
+from fracture.data.audit import AuditSettings, cached_audit
+from fracture.data.audit_report import audit_table, write_audit
+from fracture.training.progress import console
+
+
+def audit(cfg: DictConfig) -> dict:
+    """Audit `cfg.data.root`; returns the summary written to `audit.json`."""
+    options = dict(cfg.audit)
+    cache_dir = options.pop("cache_dir")
+    result = cached_audit(cfg.data.root, cache_dir, AuditSettings(**options))
+    summary = write_audit(result, Path(cfg.paths.output_dir))
+    console.print(audit_table(summary))
+    console.print(f"audit: {Path(cfg.paths.output_dir) / 'audit.md'}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="audit")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        audit(cfg)
+
+
+if __name__ == "__main__":
+    main()

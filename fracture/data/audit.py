@@ -1,0 +1,223 @@
+"""Audit a dataset from its pixels: what every file is, which files are copies, and which copies cross splits.
+
+`audit_dataset(root)` reads each file once, in a streaming pass over a thread pool, and keeps only small
+per-file records and features (never the images): byte and pixel hashes, size, mode and format, a global
+descriptor and ORB keypoints (`fracture.data.content`). Then `fracture.data.groups` links the files that show
+the same radiograph, whatever their names. The result is cached under `cache_dir`, keyed by every file's
+path, size and modification time and by the method's settings, so a second audit of an unchanged folder, and
+every training run with `data.group_by=content`, reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumbnail, local_features
+from fracture.data.folders import SPLITS, is_ignored
+from fracture.data.groups import Link, components, group_links, near_duplicate_links
+from fracture.errors import DataError
+from fracture.io import write_json_atomic
+from fracture.training.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+METHOD_VERSION = 6  # bump when features or rules change, so that old caches are not reused
+
+
+@dataclass
+class AuditSettings:
+    """How near-duplicates are decided (see `fracture.data.groups`)."""
+
+    neighbours: int = 10
+    # Groups are few, so each group's representatives can be compared with many more candidates; copies of
+    # one radiograph that were cropped or framed differently can be far apart by descriptor.
+    group_neighbours: int = 100
+    min_similarity: float = 0.96
+    min_matches: int = 10
+    min_correlation: float = 0.95
+    keypoints: int = 300
+    workers: int = 2
+
+
+@dataclass
+class FileRecord:
+    """One file under `<root>/<split>/<class>/`, readable or not."""
+
+    path: str  # relative to the root, with forward slashes
+    split: str
+    label: str  # the class folder's name
+    bytes: int
+    sha256: str
+    error: str | None = None
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    pixel_sha256: str = ""
+
+
+@dataclass
+class Audit:
+    """Every file's record, its content group (-1 for unreadable files) and the links that formed the groups."""
+
+    root: str
+    records: list[FileRecord]
+    groups: list[int]
+    links: list[Link] = field(default_factory=list)
+    settings: AuditSettings = field(default_factory=AuditSettings)
+
+    def group_of(self) -> dict[str, str]:
+        """Relative path -> group id (`g0007`), for readable files."""
+        return {r.path: f"g{g:04d}" for r, g in zip(self.records, self.groups, strict=True) if g >= 0}
+
+
+def list_files(root: Path) -> list[tuple[Path, str, str]]:
+    """(path, split, class folder) of every file under `<root>/<split>/<class>/`, system clutter left out."""
+    found = []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        for class_dir in sorted(
+            p for p in split_dir.iterdir() if p.is_dir() and not is_ignored(p.relative_to(split_dir))
+        ):
+            for path in sorted(class_dir.rglob("*")):
+                if path.is_file() and not is_ignored(path.relative_to(class_dir)):
+                    found.append((path, split, class_dir.name))
+    if not found:
+        raise DataError(
+            f"no files under {root}/<split>/<class>/; expected train/ (and val/, test/) with class folders."
+        )
+    return found
+
+
+def read_file(path: Path, split: str, label: str, root: Path, keypoints: int):
+    """The record of one file and, if it decodes, its (descriptor, local features)."""
+    data = path.read_bytes()
+    record = FileRecord(path.relative_to(root).as_posix(), split, label, len(data), hashlib.sha256(data).hexdigest())
+    try:
+        with Image.open(path) as image:
+            record.width, record.height = image.size
+            record.mode, record.format = image.mode, image.format or ""
+            image.load()  # decodes everything: a truncated file fails here
+            record.pixel_sha256 = hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+            grey = grey_thumbnail(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        record.error = f"{type(error).__name__}: {error}"
+        return record, None
+    return record, (global_descriptor(grey), local_features(grey, keypoints))
+
+
+def stream_records(root: Path, settings: AuditSettings) -> Iterator[tuple[FileRecord, tuple | None]]:
+    """Records and features in file order, decoding `settings.workers` files at a time."""
+    files = list_files(root)
+    with progress_bar() as progress, ThreadPoolExecutor(settings.workers) as pool:
+        task = progress.add_task("reading files", total=len(files))
+        window = 4 * settings.workers  # a few files in flight: memory stays flat, whatever the folder's size
+        pending = []
+        for path, split, label in files:
+            pending.append(pool.submit(read_file, path, split, label, root, settings.keypoints))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+                progress.advance(task)
+        for future in pending:
+            yield future.result()
+            progress.advance(task)
+
+
+def audit_dataset(root: str | Path, settings: AuditSettings | None = None) -> Audit:
+    """Read every file under `root` and group the readable ones by content (see the module doc)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    settings = settings or AuditSettings()
+    records, descriptors, features, readable = [], [], [], []
+    for record, content in stream_records(root, settings):
+        records.append(record)
+        if content is not None:
+            readable.append(len(records) - 1)
+            descriptors.append(content[0])
+            features.append(content[1])
+    matrix = np.stack(descriptors) if descriptors else np.zeros((0, DESCRIPTOR_SIZE), np.float32)
+    with progress_bar() as progress:
+        task = progress.add_task("matching neighbours", total=None)
+        links = near_duplicate_links(
+            matrix,
+            features,
+            [records[i].pixel_sha256 for i in readable],
+            settings.neighbours,
+            settings.min_similarity,
+            settings.min_matches,
+            settings.min_correlation,
+            settings.workers,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    labels = components(len(readable), links)
+    links += group_links(
+        labels, matrix, features, settings.group_neighbours, settings.min_matches, settings.min_correlation
+    )
+    labels = components(len(readable), links)
+    groups = [-1] * len(records)
+    for position, index in enumerate(readable):
+        groups[index] = int(labels[position])
+    # Renumber groups in file order, so that ids do not depend on the graph library's numbering.
+    order = {label: number for number, label in enumerate(dict.fromkeys(g for g in groups if g >= 0))}
+    groups = [order[g] if g >= 0 else -1 for g in groups]
+    links = [Link(readable[k.a], readable[k.b], k.similarity, k.matches, k.correlation, k.same_pixels) for k in links]
+    return Audit(str(root), records, groups, links, settings)
+
+
+def folder_fingerprint(root: Path, settings: AuditSettings) -> str:
+    """A hash of every file's path, size and modification time, and of the audit method and settings."""
+    digest = hashlib.sha256(json.dumps([METHOD_VERSION, asdict(settings)], sort_keys=True).encode())
+    for path, _, _ in list_files(root):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def save_audit(audit: Audit, path: Path) -> None:
+    write_json_atomic(
+        path,
+        {
+            "root": audit.root,
+            "settings": asdict(audit.settings),
+            "records": [asdict(r) for r in audit.records],
+            "groups": audit.groups,
+            "links": [asdict(k) for k in audit.links],
+        },
+    )
+
+
+def load_audit(path: Path) -> Audit:
+    data = json.loads(path.read_text())
+    return Audit(
+        data["root"],
+        [FileRecord(**r) for r in data["records"]],
+        data["groups"],
+        [Link(**k) for k in data["links"]],
+        AuditSettings(**data["settings"]),
+    )
+
+
+def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSettings | None = None) -> Audit:
+    """`audit_dataset(root)`, computed once per folder content and then read from `cache_dir`."""
+    root, settings = Path(root).expanduser(), settings or AuditSettings()
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    cache = Path(cache_dir).expanduser() / f"audit-{folder_fingerprint(root, settings)}.json"
+    if cache.is_file():
+        log.info("content groups of %s from the cache %s", root, cache)
+        return load_audit(cache)
+    audit = audit_dataset(root, settings)
+    save_audit(audit, cache)
+    return audit
