@@ -67,7 +67,8 @@ class FileRecord:
 
 @dataclass
 class Audit:
-    """Every file's record, its content group (-1 for unreadable files) and the links that formed the groups."""
+    """Every file's record, its content group (-1 for unreadable files), and the links that joined files of
+    different splits or classes (the evidence behind cross-split groups and label conflicts)."""
 
     root: str
     records: list[FileRecord]
@@ -172,8 +173,11 @@ def audit_dataset(root: str | Path, settings: AuditSettings | None = None) -> Au
     # Renumber groups in file order, so that ids do not depend on the graph library's numbering.
     order = {label: number for number, label in enumerate(dict.fromkeys(g for g in groups if g >= 0))}
     groups = [order[g] if g >= 0 else -1 for g in groups]
+    # Keep the evidence a person may want to see: links across splits or classes (the contact sheet's
+    # pairs). The many links among one split's copies would only bloat the cache.
     links = [Link(readable[k.a], readable[k.b], k.similarity, k.matches, k.correlation, k.same_pixels) for k in links]
-    return Audit(str(root), records, groups, links, settings)
+    kept = [k for k in links if (records[k.a].split, records[k.a].label) != (records[k.b].split, records[k.b].label)]
+    return Audit(str(root), records, groups, kept, settings)
 
 
 def folder_fingerprint(root: Path, settings: AuditSettings) -> str:

@@ -51,7 +51,10 @@ def summarize(audit: Audit) -> dict:
     leaked = Counter(r.split for i, r in enumerate(records) if r.split != "train" and audit.groups[i] in train_groups)
 
     byte_sets = exact_duplicate_sets([r.sha256 for r in records])
-    pixel_sets = [s for s in exact_duplicate_sets([r.pixel_sha256 or r.sha256 for r in records]) if s not in byte_sets]
+    known = {tuple(s) for s in byte_sets}
+    pixel_sets = [
+        s for s in exact_duplicate_sets([r.pixel_sha256 or r.sha256 for r in records]) if tuple(s) not in known
+    ]
     sizes = [len(indices) for indices in members.values()]
     return {
         "root": audit.root,
