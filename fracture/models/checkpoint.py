@@ -94,9 +94,28 @@ def update_metadata(path: str | Path, **changes) -> dict:
     return metadata
 
 
+# Layers whose config carries Python code (a lambda's bytecode), which loading would run.
+CODE_LAYERS = {"Lambda", "TFOpLambda"}
+
+
+def refuse_code(path: str | Path) -> None:
+    """Refuse an archive whose model config holds a layer that carries code, before Keras reads it."""
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            return  # not a model archive at all: Keras' own error says so
+        config = archive.read("config.json").decode()
+    found = sorted(layer for layer in CODE_LAYERS if f'"class_name": "{layer}"' in config.replace('":"', '": "'))
+    if found:
+        raise CheckpointError(
+            f"{path} holds a {' and a '.join(found)} layer, whose Python code would run when it is loaded. "
+            "fracture loads only code-free checkpoints (Keras safe mode); retrain or re-save the model without it."
+        )
+
+
 def load_checkpoint(path: str | Path, compile: bool = True) -> tuple[keras.Model, dict]:
-    """Load a checkpoint in Keras' safe mode; returns the model and its metadata."""
+    """Load a checkpoint in Keras' safe mode, after refusing any that carries code; returns model and metadata."""
     metadata = read_metadata(path)
+    refuse_code(Path(path).expanduser())
     try:
         model = keras.saving.load_model(Path(path).expanduser(), compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive

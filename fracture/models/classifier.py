@@ -35,8 +35,15 @@ class OptimizerSpec:
     lr: float = 1e-3
     weight_decay: float | None = None
 
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigError(f"model.optimizer.lr must be above 0, got {self.lr}.")
+
     def build(self, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
-        config = {"learning_rate": learning_rate or self.lr}
+        learning_rate = self.lr if learning_rate is None else learning_rate
+        if not learning_rate > 0:  # 0 would silently train nothing; it used to fall back to `lr`
+            raise ConfigError(f"the learning rate must be above 0, got {learning_rate}.")
+        config = {"learning_rate": learning_rate}
         if self.weight_decay is not None:
             config["weight_decay"] = self.weight_decay
         try:
@@ -72,6 +79,13 @@ class FractureClassifier:
     ):
         if backbone not in BACKBONES:
             raise ConfigError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}.")
+        if noise_stddev < 0 or dense_units < 1:
+            raise ConfigError(
+                f"model.noise_stddev must be at least 0 and model.dense_units at least 1, got {noise_stddev} "
+                f"and {dense_units}."
+            )
         unknown = sorted(set(metrics) - set(METRIC_FACTORIES))
         if unknown:
             raise ConfigError(f"unknown metric(s) {unknown} in model.metrics; choose from {sorted(METRIC_FACTORIES)}.")
