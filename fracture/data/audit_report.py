@@ -99,15 +99,16 @@ def audit_table(summary: dict) -> Table:
 
 
 def audit_markdown(summary: dict, contact_sheet: str | None) -> str:
+    classes = sorted({c for s in summary["counts"].values() for c in s})
+    cross = summary["cross_split_groups"]
     lines = [
         f"# Dataset audit: {summary['root']}",
         "",
         f"{summary['files']} files, {summary['readable']} readable, in {summary['content_groups']} content groups "
         f"(files that show the same radiograph; group size {summary['group_size']}).",
         "",
-        "| split | " + " | ".join(sorted({c for s in summary["counts"].values() for c in s})) + " |",
+        "| split | " + " | ".join(classes) + " |",
     ]
-    classes = sorted({c for s in summary["counts"].values() for c in s})
     lines.append("|---" * (len(classes) + 1) + "|")
     for split, counts in summary["counts"].items():
         lines.append(f"| {split} | " + " | ".join(str(counts.get(c, 0)) for c in classes) + " |")
@@ -121,12 +122,11 @@ def audit_markdown(summary: dict, contact_sheet: str | None) -> str:
         f"- **Groups that cross splits: {len(summary['cross_split_groups'])}**; files outside train that share a "
         f"radiograph with train: {summary['files_sharing_a_group_with_train'] or 'none'}. Their per-file scores "
         "are inflated: split by group (`data.split=grouped`).",
-        f"- Groups that hold both classes (label conflicts): {len(summary['label_conflicts'])}.",
     ]
-    for entry in summary["cross_split_groups"][:20]:
-        lines.append(f"  - {entry['group']}: {entry['splits']} {entry['classes']}, e.g. {entry['examples'][:2]}")
-    for entry in summary["unreadable"][:20]:
-        lines.append(f"- unreadable: `{entry['path']}`: {entry['reason']}")
+    lines += [f"  - {e['group']}: {e['splits']} {e['classes']}, e.g. {e['examples'][:2]}" for e in cross[:20]]
+    lines.append(f"- Groups that hold both classes (label conflicts): {len(summary['label_conflicts'])}.")
+    lines += [f"  - {e['group']}: {e['classes']}, e.g. {e['examples'][:2]}" for e in summary["label_conflicts"][:20]]
+    lines += [f"- unreadable: `{e['path']}`: {e['reason']}" for e in summary["unreadable"][:20]]
     if contact_sheet:
         lines += ["", f"![Examples of cross-split pairs]({contact_sheet})"]
     return "\n".join(lines) + "\n"
@@ -156,7 +156,8 @@ def contact_sheet(audit: Audit, path: Path, pairs: int = 8, tile: int = 200) -> 
                 thumb.thumbnail((tile, tile))
             x, y = 10 + column * (tile + 10), 6 + row * (tile + 24)
             sheet.paste(thumb, (x, y))
-            draw.text((x, y + tile + 4), records[index].path[-36:], fill=(0, 0, 0), font=font)
+            caption = f"{records[index].split}: {Path(records[index].path).name}"
+            draw.text((x, y + tile + 4), caption[:34], fill=(0, 0, 0), font=font)
     with atomic_path(path) as staging:
         sheet.save(staging, format="PNG")
     return path
