@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumbnail, local_features
-from fracture.data.folders import SPLITS, is_ignored
+from fracture.data.folders import SPLITS, data_root, is_ignored
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
 from fracture.errors import DataError
 from fracture.io import write_json_atomic
@@ -137,9 +137,7 @@ def stream_records(root: Path, settings: AuditSettings) -> Iterator[tuple[FileRe
 
 def audit_dataset(root: str | Path, settings: AuditSettings | None = None) -> Audit:
     """Read every file under `root` and group the readable ones by content (see the module doc)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    root = data_root(root)
     settings = settings or AuditSettings()
     records, descriptors, features, readable = [], [], [], []
     for record, content in stream_records(root, settings):
@@ -215,9 +213,7 @@ def load_audit(path: Path) -> Audit:
 
 def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSettings | None = None) -> Audit:
     """`audit_dataset(root)`, computed once per folder content and then read from `cache_dir`."""
-    root, settings = Path(root).expanduser(), settings or AuditSettings()
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    root, settings = data_root(root), settings or AuditSettings()
     cache = Path(cache_dir).expanduser() / f"audit-{folder_fingerprint(root, settings)}.json"
     if cache.is_file():
         log.info("content groups of %s from the cache %s", root, cache)

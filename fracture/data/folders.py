@@ -133,13 +133,19 @@ def scan_split(
     return files
 
 
+def data_root(root: str | Path) -> Path:
+    """`root` as a Path, `~` expanded; `DataError` when it is not a folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    return root
+
+
 def scan_root(
     root: str | Path, class_names: tuple[str, str], group_by: str | None = "filename"
 ) -> dict[str, SplitFiles]:
     """Scan every split folder (`train`, `val`, `test`) that exists under `root`."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}. Set data.root to a folder that holds train/ and val/.")
+    root = data_root(root)
     splits = {name: scan_split(root / name, class_names, group_by) for name in SPLITS if (root / name).is_dir()}
     if "train" not in splits:
         present = sorted(child.name for child in root.iterdir() if child.is_dir())
