@@ -36,6 +36,9 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if not paths:
         raise ConfigError(f"no images found in inputs={inputs}.")
     predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels)
+    explain = cfg.explain and predictor.can_explain
+    if cfg.explain and not explain:
+        console.print("[yellow]no overlays: Grad-CAM needs the .keras checkpoint; this is an exported model[/yellow]")
     output_dir = Path(cfg.paths.output_dir)
     overlay_dir = output_dir / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
@@ -43,10 +46,10 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     predictions: list[Prediction] = []
     for start in range(0, len(paths), cfg.batch_size):
         for offset, (prediction, pixels, heatmap) in enumerate(
-            predictor.predict_batch(paths[start : start + cfg.batch_size], explain=cfg.explain)
+            predictor.predict_batch(paths[start : start + cfg.batch_size], explain=explain)
         ):
             predictions.append(prediction)
-            if cfg.explain and prediction.error is None:
+            if explain and prediction.error is None:
                 image = predictor.overlay(prediction, pixels, heatmap)
                 target = overlay_dir / _overlay_name(start + offset, prediction.path)
                 with atomic_path(target) as staging:
@@ -73,7 +76,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
             table.add_row(p.path, p.label, f"{p.probability:.4f}", f"{p.threshold:.4f}")
     console.print(table)
     console.print(
-        f"predictions: {output_dir / 'predictions.csv'}" + (f"; overlays: {overlay_dir}" if cfg.explain else "")
+        f"predictions: {output_dir / 'predictions.csv'}" + (f"; overlays: {overlay_dir}" if explain else "")
     )
     return predictions
 

@@ -27,7 +27,7 @@ def requirement_name(requirement: str) -> str:
 
 
 # Library subpackages that stand behind an extra (`pip install fracture[serve]`) may use that extra too.
-OPTIONAL_SUBPACKAGES = {"fracture/serving": "serve"}
+OPTIONAL_SUBPACKAGES = {"fracture/serving": "serve", "fracture/deployment": "export"}
 
 
 def declared(pyproject: dict) -> tuple[set[str], dict[str, set[str]]]:

@@ -4,6 +4,9 @@ from fracture import load_predictor
 predictor = load_predictor("outputs/train/runs/<time>/checkpoints/best_model.keras")
 predictor.predict("xray.jpg")        # Prediction(label='fractured', probability=0.91, threshold=0.43, ...)
 predictor.explain("xray.jpg")        # Explanation(prediction, heatmap, overlay)
+
+An exported `model.onnx` (with its `model.json`, see `fracture.export`) loads the same way and predicts
+through ONNX Runtime; Grad-CAM needs the `.keras` checkpoint.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 from PIL import Image
 
 from fracture.data.pipeline import resize_image
+from fracture.errors import CheckpointError
 from fracture.inference.gradcam import GradCAM
 from fracture.inference.overlay import prediction_panel
 from fracture.inference.readers import UnreadableImage, read_xray
@@ -112,7 +117,17 @@ class Predictor:
         """Label and probability for one path or uint8 array."""
         return self.predict_batch([image])[0][0]
 
+    @property
+    def can_explain(self) -> bool:
+        """Grad-CAM needs the Keras model's gradients: true for `.keras` checkpoints, false for exports."""
+        return isinstance(self.model, keras.Model)
+
     def gradcam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.can_explain:
+            raise CheckpointError(
+                "Grad-CAM works on .keras checkpoints only; this predictor runs an exported model. "
+                "Explain with the best_model.keras it was exported from."
+            )
         if self._gradcam is None:
             self._gradcam = GradCAM(self.model, self.gradcam_layer)
         return self._gradcam(images)
@@ -131,6 +146,11 @@ class Predictor:
 
 
 def load_predictor(ckpt_path: str | Path, gradcam_layer: str | None = None, max_pixels: int | None = None) -> Predictor:
-    """Load a fracture checkpoint once for repeated prediction."""
+    """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction."""
+    if Path(ckpt_path).suffix.lower() == ".onnx":
+        from fracture.deployment.contract import read_contract
+        from fracture.deployment.runtimes import OnnxModel
+
+        return Predictor(OnnxModel(Path(ckpt_path).expanduser()), read_contract(ckpt_path), gradcam_layer, max_pixels)
     model, metadata = load_checkpoint(ckpt_path, compile=False)
     return Predictor(model, metadata, gradcam_layer, max_pixels)

@@ -1,0 +1,84 @@
+"""Run an exported artifact in its own runtime: TensorFlow for SavedModel, ONNX Runtime for ONNX, LiteRT
+for TFLite. Each runner maps a float32 batch (N, S, S, 3) in 0..255 to P(positive class), shape (N,)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fracture.deployment.exporters import ExportError
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def _missing(runtime: str, error: ImportError) -> ExportError:
+    return ExportError(f"running {runtime} needs the export extra ({error}): pip install 'fracture[export]'.")
+
+
+def saved_model_runner(path: Path) -> Runner:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (output,) = serve.structured_outputs  # one output tensor, named after the model's last layer
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(serve(tf.constant(batch))[output]).reshape(-1)
+
+    return run
+
+
+def onnx_runner(path: Path) -> Runner:
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise _missing("ONNX models", error) from error
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0].reshape(-1)
+
+    return run
+
+
+def tflite_runner(path: Path) -> Runner:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as error:
+        raise _missing("TFLite models", error) from error
+    interpreter = Interpreter(model_path=str(path))
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        interpreter.resize_tensor_input(input_index, batch.shape)  # exported with a dynamic batch dimension
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(input_index, np.ascontiguousarray(batch, dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index).reshape(-1)
+
+    return run
+
+
+RUNNERS = {"saved_model": saved_model_runner, "onnx": onnx_runner, "tflite": tflite_runner}
+
+
+def load_runner(name: str, path: str | Path) -> Runner:
+    """A runner for the artifact of format `name` at `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise ExportError(f"no {name} artifact at {path}; export it first with python -m fracture.export.")
+    return RUNNERS[name](path)
+
+
+class OnnxModel:
+    """An exported `model.onnx` behind the one method `Predictor` calls on a Keras model."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._run = load_runner("onnx", self.path)
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(np.asarray(batch, dtype=np.float32))[:, None]
