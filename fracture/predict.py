@@ -31,6 +31,8 @@ def _overlay_name(index: int, path: str) -> str:
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Predict every input of `cfg`; returns one `Prediction` per input, error rows included."""
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {cfg.batch_size}.")
     prepare_backend(cfg)
     paths = expand_inputs(inputs)
     if not paths:
@@ -75,9 +77,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
         else:
             table.add_row(p.path, p.label, f"{p.probability:.4f}", f"{p.threshold:.4f}")
     console.print(table)
-    console.print(
-        f"predictions: {output_dir / 'predictions.csv'}" + (f"; overlays: {overlay_dir}" if explain else "")
-    )
+    console.print(f"predictions: {output_dir / 'predictions.csv'}" + (f"; overlays: {overlay_dir}" if explain else ""))
     return predictions
 
 

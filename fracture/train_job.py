@@ -7,7 +7,9 @@ pickle the job by reference.
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import keras
@@ -16,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fracture.cli import build, build_all, log, prepare_backend, user_errors
+from fracture.data.health import record_problems
 from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
@@ -23,6 +26,7 @@ from fracture.evaluation.summary import print_summary
 from fracture.io import read_history, write_json_atomic
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
+from fracture.training.guards import RunStopped, TrainingInterrupted, check_writable
 from fracture.training.metric_names import slash_logs
 from fracture.training.progress import console, summary_table
 
@@ -49,6 +53,31 @@ def point_at_run_to_resume(cfg: DictConfig) -> None:
         cfg.paths.output_dir = str(target)  # checkpoints, logs and metrics continue in the old folder
 
 
+def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
+    """`metrics.json` for a run that stopped early: why, where, and the best finished epoch."""
+    metrics = {
+        "status": stop.status,
+        "stopped/reason": str(stop),
+        "stopped/epoch": stop.epoch,
+        "stopped/batch": stop.batch,
+        "epochs": stop.epoch - 1,
+    }
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_epoch is not None:
+        metrics.update({"best/epoch": checkpoint.best_epoch, "best/checkpoint": str(checkpoint.best_path)})
+        metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
+    write_json_atomic(output_dir / "metrics.json", metrics)
+
+
+def resume_command(output_dir: str | Path) -> str:
+    """The command line that continues this run: the same overrides, and `resume=` its folder."""
+    try:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    except ValueError:  # not started by Hydra (a library call): no overrides to repeat
+        overrides = []
+    return shlex.join(["python", "-m", "fracture.train", *overrides, f"resume={output_dir}"])
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; returns its metrics, including `optimized_metric`."""
     if cfg.get("description"):
@@ -58,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keras.utils.set_random_seed(cfg.seed)
     prepare_backend(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it for CLI runs; library callers may not
+    check_writable(output_dir)  # a read-only folder fails here, before the data scan and the model build
     write_json_atomic(output_dir / "run_info.json", run_info())
 
     datamodule = build(cfg.data)
@@ -74,20 +103,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.precision,
     )
 
-    metrics = trainer.fit(classifier, datamodule, stage="head" if cfg.finetune.blocks else "")
-    if cfg.finetune.blocks and cfg.finetune.epochs:
-        unfrozen = classifier.unfreeze_top_blocks(cfg.finetune.blocks)
-        log.info("fine-tuning blocks %s at lr %g", unfrozen, cfg.finetune.lr)
-        metrics = trainer.fit(
-            classifier, datamodule, epochs=cfg.finetune.epochs, learning_rate=cfg.finetune.lr, stage="finetune"
-        )
+    try:
+        metrics = trainer.fit(classifier, datamodule, stage="head" if cfg.finetune.blocks else "")
+        if cfg.finetune.blocks and cfg.finetune.epochs:
+            unfrozen = classifier.unfreeze_top_blocks(cfg.finetune.blocks)
+            log.info("fine-tuning blocks %s at lr %g", unfrozen, cfg.finetune.lr)
+            metrics = trainer.fit(
+                classifier, datamodule, epochs=cfg.finetune.epochs, learning_rate=cfg.finetune.lr, stage="finetune"
+            )
+    except RunStopped as stop:
+        record_stop(stop, trainer, output_dir)
+        raise
 
+    datamodule.recheck()  # files deleted or replaced while training went on
+    metrics_from_data = record_problems(datamodule.file_problems(), output_dir)
     # history.csv spans every epoch, also those before a resume; trainer.history only this process's.
     history_csv = output_dir / "history.csv"
     history = read_history(history_csv) if history_csv.is_file() else trainer.history
     if not metrics and history:  # resumed after every epoch had finished: the last logged epoch is final
         metrics = slash_logs({key: value for key, value in history[-1].items() if key != "epoch"})
+    metrics["status"] = "finished"
     metrics["epochs"] = trainer.current_epoch
+    metrics.update(metrics_from_data)
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_epoch is not None:
         metrics["best/epoch"] = checkpoint.best_epoch
@@ -121,7 +158,12 @@ def run_training_job(cfg: DictConfig) -> float:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         with user_errors():
-            return train(cfg)["optimized_metric"]
+            try:
+                return train(cfg)["optimized_metric"]
+            except (TrainingInterrupted, KeyboardInterrupt) as stop:  # before user_errors reports it as an error
+                how = str(stop) if isinstance(stop, TrainingInterrupted) else "stopped at once by a second Ctrl-C"
+                print(f"{how}. Resume with:\n  {resume_command(cfg.paths.output_dir)}", file=sys.stderr)
+                sys.exit(130)
     try:
         return train(cfg)["optimized_metric"]
     except Exception as error:  # one failed job is recorded and must not stop the sweep

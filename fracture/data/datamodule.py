@@ -11,6 +11,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fracture.data.augmentation import build_augmentation
 from fracture.data.folders import SplitFiles, scan_root
+from fracture.data.health import FileProblem, fingerprints, recheck_split, skipped_problems
 from fracture.data.pipeline import make_dataset
 from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
 from fracture.errors import ConfigError, DataError
@@ -78,8 +79,15 @@ class FractureDataModule:
             raise ConfigError(f"data.group_by must be 'content', 'filename' or null, got {group_by!r}.")
         if split not in ("given", "grouped"):
             raise ConfigError(f"data.split must be 'given' or 'grouped', got {split!r}.")
+        if not 0.0 <= test_fraction < 1.0 - val_fraction:
+            raise ConfigError(
+                f"data.test_fraction must be at least 0 and leave room for training beside "
+                f"data.val_fraction={val_fraction}: [0, {1.0 - val_fraction:g}), got {test_fraction}."
+            )
         if folds is not None and split != "grouped":
             raise ConfigError("data.folds needs data.split=grouped: cross-validation folds are cut by group.")
+        if folds is not None and not (folds >= 2 and 0 <= fold < folds):
+            raise ConfigError(f"data.folds must be at least 2 and data.fold in [0, folds), got {folds} and {fold}.")
         self.root = Path(root).expanduser()
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
@@ -96,6 +104,8 @@ class FractureDataModule:
         self.split_file = split_file
         self.audit_cache = audit_cache
         self._splits: dict[str, SplitFiles] | None = None
+        self._fingerprints: dict[str, np.ndarray] = {}
+        self.run_problems: list[FileProblem] = []
 
     # ------------------------------------------------------------------ scanning
     def setup(self) -> FractureDataModule:
@@ -114,7 +124,21 @@ class FractureDataModule:
             # batches (limit_val_batches) hold both classes, and keeps prediction order reproducible.
             rng = np.random.default_rng(self.seed)
             self._splits = {name: files.subset(rng.permutation(len(files))) for name, files in splits.items()}
+            self._fingerprints = {name: fingerprints(files.paths) for name, files in self._splits.items()}
         return self
+
+    def recheck(self) -> list[FileProblem]:
+        """Drop files deleted or broken since `setup`, keep replaced ones that still decode; returns what changed."""
+        found = []
+        for name, files in self.setup()._splits.items():
+            self._splits[name], self._fingerprints[name], problems = recheck_split(files, self._fingerprints[name])
+            found += problems
+        self.run_problems += found
+        return found
+
+    def file_problems(self) -> list[FileProblem]:
+        """Every file this run could not use as scanned: skipped at the scan, or changed while it ran."""
+        return [p for files in self.setup()._splits.values() for p in skipped_problems(files)] + self.run_problems
 
     def relative(self, path: str) -> str:
         return Path(path).relative_to(self.root).as_posix()
@@ -226,7 +250,9 @@ class FractureDataModule:
             count // self.batch_size if training and self.drops_remainder(split) else math.ceil(count / self.batch_size)
         )
 
-    def _dataset(self, split: str, training: bool):
+    def _dataset(self, split: str, training: bool, skip_errors: bool = True):
+        """Batches of `split`. Streams skip a file that fails to read mid-run (see `recheck`); prediction, whose
+        output must align with `files(split)`, does not (`skip_errors=False`): recheck before predicting."""
         files = self.files(split)
         augmentation = None
         if training and self.augmentation_options is not None:
@@ -242,6 +268,7 @@ class FractureDataModule:
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             drop_remainder=training and self.drops_remainder(split),
+            skip_errors=skip_errors,
         )
 
     def train_dataloader(self):
@@ -256,7 +283,7 @@ class FractureDataModule:
 
     def predict_dataloader(self, split: str = "val"):
         """Batches of `split` in file order, without augmentation; labels align with `files(split).labels`."""
-        return self._dataset(split, training=False)
+        return self._dataset(split, training=False, skip_errors=False)
 
     def labels(self, split: str) -> np.ndarray:
         return self.files(split).labels

@@ -101,6 +101,10 @@ def find_class_dirs(split_dir: Path, class_names: tuple[str, str]) -> dict[int, 
             f"missing {missing}, found {sorted(child.name for child in found.values())}. "
             "Set data.positive_class / data.negative_class to your folder names."
         )
+    extra = sorted(child.name for key, child in found.items() if key not in (positive.lower(), negative.lower()))
+    extra = [name for name in extra if not is_ignored(Path(name))]
+    if extra:
+        log.warning("Ignoring folder(s) %s in %s: not one of the classes %r, %r", extra, split_dir, positive, negative)
     return {1: found[positive.lower()], 0: found[negative.lower()]}
 
 

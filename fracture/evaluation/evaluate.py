@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import brier_score_loss
 
+from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import apply_temperature, fit_temperature
@@ -179,13 +180,16 @@ def evaluate_checkpoint(
     Returns the metrics, slash-namespaced: `val/auroc`, `test/sensitivity`, `test/group/auroc`, ...
     """
     output_dir = Path(output_dir)
+    datamodule.recheck()  # files deleted or broken during training must not break the predictions below
+    problems = datamodule.file_problems()
     evaluator = Evaluator(ckpt_path, datamodule, target_sensitivity, calibrate, bootstrap_resamples, seed)
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
     for split in splits:
         evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")
     results = {key: value for evaluation in evaluations for key, value in evaluation.results.items()}
+    results.update(record_problems(problems, output_dir))
     metrics_path = output_dir / "metrics.json"
     existing = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     write_json_atomic(metrics_path, {**existing, **results})
-    write_report(output_dir / "report.md", evaluations, evaluator.metadata, Path(ckpt_path), training_curves)
+    write_report(output_dir / "report.md", evaluations, evaluator.metadata, Path(ckpt_path), training_curves, problems)
     return results

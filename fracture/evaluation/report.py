@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fracture.io import write_text_atomic
 
+MAX_LISTED_PROBLEMS = 20
 HEADLINE = [
     ("AUROC", "auroc"),
     ("Average precision", "average_precision"),
@@ -45,8 +46,27 @@ def _metrics_table(evaluation) -> list[str]:
     return lines
 
 
-def write_report(path: Path, evaluations, metadata: dict, ckpt_path: Path, training_curves: Path | None = None) -> Path:
-    """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it."""
+def _problems_section(problems) -> list[str]:
+    """The files the run could not use, so that no skipped file goes unnoticed (the first 20, then a count)."""
+    count = f"{len(problems)} file(s); all are listed in `data_problems.csv` in the run folder."
+    lines = ["", "## Files left out or changed", "", count, ""]
+    lines += ["| split | file | problem |", "|---|---|---|"]
+    lines += [f"| {p.split} | `{p.path}` | {p.problem} |" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"| ... | {len(problems) - MAX_LISTED_PROBLEMS} more | |")
+    return lines
+
+
+def write_report(
+    path: Path,
+    evaluations,
+    metadata: dict,
+    ckpt_path: Path,
+    training_curves: Path | None = None,
+    problems=(),
+) -> Path:
+    """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it, and the data
+    `problems` (`fracture.data.health.FileProblem`) of the run."""
     positive, negative = metadata["positive_class"], metadata["negative_class"]
     threshold = metadata["threshold"]
     lines = [
@@ -61,6 +81,8 @@ def write_report(path: Path, evaluations, metadata: dict, ckpt_path: Path, train
     ]
     if "temperature" in metadata:
         lines.append(f"- Temperature scaling fitted on validation: T = {metadata['temperature']:.3f}")
+    if problems:
+        lines += _problems_section(list(problems))
     if training_curves is not None:
         lines += ["", "## Training curves", "", f"![Training curves]({os.path.relpath(training_curves, path.parent)})"]
     for evaluation in evaluations:

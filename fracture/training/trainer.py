@@ -18,6 +18,7 @@ from fracture.errors import ConfigError
 from fracture.models.classifier import FractureClassifier
 from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
 from fracture.training.devices import DataParallel, resolve_devices
+from fracture.training.guards import DivergenceGuard, InterruptGuard, check_writable, checkpoint_bytes
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress, console
@@ -207,8 +208,11 @@ class Trainer:
             if 0 < finished < end_epoch - self.current_epoch:
                 # Draw and drop the finished epochs' batches: same shuffles and augmentations as before.
                 train = train.skip(finished * steps)
-        if self.progress:
-            callbacks.append(RichProgress(steps, end_epoch, stage))
+        progress = RichProgress(steps, end_epoch, stage) if self.progress else None
+        interrupt = InterruptGuard()
+        callbacks = [DivergenceGuard(), *callbacks, interrupt] + ([progress] if progress else [])
+        for folder in filter(None, (self.backup_dir, getattr(self.checkpoint_callback, "dirpath", None))):
+            check_writable(folder, checkpoint_bytes(model))  # fail now, not at the first save an epoch later
         if keras.backend.backend() == "jax":
             # Keras' JAX trainer builds unbuilt metrics by peeking at a batch through an extra iterator over
             # the training stream, which would advance the augmentation RNG (and a resume's skip) once more
@@ -218,17 +222,22 @@ class Trainer:
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
             callbacks = [profiler.first, *callbacks, profiler.last]
-        with self.parallel.scope():
-            history = model.fit(
-                train,
-                validation_data=val,
-                epochs=end_epoch,
-                initial_epoch=self.current_epoch,
-                steps_per_epoch=steps,
-                callbacks=callbacks,
-                shuffle=False,  # the data module shuffles
-                verbose=0,
-            )
+        with interrupt, self.parallel.scope():
+            try:
+                history = model.fit(
+                    train,
+                    validation_data=val,
+                    epochs=end_epoch,
+                    initial_epoch=self.current_epoch,
+                    steps_per_epoch=steps,
+                    callbacks=callbacks,
+                    shuffle=False,  # the data module shuffles
+                    verbose=0,
+                )
+            except BaseException:  # a guard's stop, Ctrl-C or a bug: give the terminal back before it shows
+                if progress:
+                    progress.on_train_end()
+                raise
         if profiler:
             console.print(profiler.table())
         for index in range(len(history.epoch)):
