@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -30,6 +32,17 @@ REAL_DATA = Path(os.environ.get("FRACTURE_TEST_DATA", REPO_ROOT.parent / "shared
 
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()}, real test data: {REAL_DATA if REAL_DATA.is_dir() else 'missing'}"
+
+
+def make_class_folders(root: Path, class_names=("fractured", "not fractured"), per_class=3, splits=("train", "val")):
+    """`<root>/<split>/<class>/` with `per_class` small grey PNGs each; returns `root`."""
+    for split in splits:
+        for name in class_names:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(np.full((40, 40), 60 * i, np.uint8)).save(folder / f"{i}-rotated1.png")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +85,30 @@ def run_python(code: str, *args: str, backend: str = "tensorflow", timeout: int 
     return done
 
 
-def run_cli(module: str, *overrides: str, backend: str = "tensorflow", cwd: Path | None = None, timeout: int = 600):
-    """Run `python -m <module> <overrides>` in a subprocess with the given Keras backend."""
+# Root ignores file permissions; without its capabilities it meets them like any user (util-linux setpriv).
+DROP_PRIVILEGES = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"] if os.geteuid() == 0 else []
+
+
+def require_permission_checks():
+    """Skip when permissions cannot be made to bite: as root without setpriv."""
+    if DROP_PRIVILEGES and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+
+
+def run_cli(
+    module: str,
+    *overrides: str,
+    backend: str = "tensorflow",
+    cwd: Path | None = None,
+    timeout: int = 600,
+    unprivileged: bool = False,
+):
+    """Run `python -m <module> <overrides>` in a subprocess with the given Keras backend (`unprivileged`: as a
+    process that file permissions apply to, also when the tests run as root)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0"}
+    prefix = DROP_PRIVILEGES if unprivileged else []
     return subprocess.run(
-        [sys.executable, "-m", module, *overrides],
+        [*prefix, sys.executable, "-m", module, *overrides],
         cwd=cwd or REPO_ROOT,
         env=env,
         capture_output=True,

@@ -1,0 +1,190 @@
+"""Robustness, data: bad folders are one clear error, bad files are skipped and reported, files that change
+during a run are left out or used as they are now, and the run goes on. docs/robustness.md lists each case."""
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import DEMO_SMALL, make_class_folders, run_cli
+from PIL import Image
+
+from fracture import FractureClassifier, FractureDataModule, Trainer
+from fracture.data.folders import scan_root, unreadable_reason
+from fracture.data.pipeline import decode_image, resize_image
+from fracture.data.synthetic import write_synthetic_dataset
+from fracture.errors import DataError
+from fracture.evaluation.evaluate import evaluate_checkpoint
+from fracture.inference.readers import read_xray
+from fracture.training.callbacks import ModelCheckpoint
+
+CLASSES = ("fractured", "not fractured")
+
+
+def test_missing_data_root_is_one_line_without_traceback(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    result = run_cli("fracture.train", f"data.root={missing}", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: data folder not found: {missing}. Set data.root to a folder that holds train/ and val/."]
+
+
+def test_a_root_without_split_folders(tmp_path):
+    make_class_folders(tmp_path / "images", splits=("",))  # class folders directly under the root
+    with pytest.raises(DataError, match=r"no train/ folder \(found \['images'\]\)"):
+        scan_root(tmp_path, CLASSES)
+
+
+def test_a_root_without_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    Image.new("L", (40, 40)).save(tmp_path / "train" / "loose.png")
+    with pytest.raises(DataError, match=r"missing \['fractured', 'not fractured'\], found \[\]"):
+        scan_root(tmp_path, CLASSES)
+
+
+def test_a_single_class(tmp_path):
+    make_class_folders(tmp_path, class_names=("fractured",))
+    with pytest.raises(DataError, match=r"missing \['not fractured'\], found \['fractured'\]"):
+        scan_root(tmp_path, CLASSES)
+
+
+def test_wrong_class_folders_name_what_was_found(tmp_path):
+    make_class_folders(tmp_path, class_names=("broken", "healthy"))
+    with pytest.raises(DataError, match=r"missing \['fractured', 'not fractured'\], found \['broken', 'healthy'\]"):
+        scan_root(tmp_path, CLASSES)
+
+
+def test_an_empty_class_folder(tmp_path):
+    make_class_folders(tmp_path)
+    for path in (tmp_path / "val" / "not fractured").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match=r"val has no readable images for class\(es\) \['not fractured'\]"):
+        scan_root(tmp_path, CLASSES)
+
+
+def test_class_folders_that_differ_between_splits(tmp_path, caplog):
+    make_class_folders(tmp_path, splits=("train",))
+    make_class_folders(tmp_path, class_names=("Fractured", "normal"), splits=("val",))
+    with pytest.raises(DataError, match=r"val must hold one folder per class.*missing \['not fractured'\]"):
+        scan_root(tmp_path, CLASSES)
+    shutil.rmtree(tmp_path / "val")
+    make_class_folders(tmp_path, class_names=(*CLASSES, "unsure"), splits=("val",))
+    assert len(scan_root(tmp_path, CLASSES)["val"]) == 6
+    assert "Ignoring folder(s) ['unsure']" in caplog.text
+
+
+def test_bad_files_are_skipped_with_their_reason(tmp_path, caplog):
+    root = make_class_folders(tmp_path)
+    folder = root / "train" / "fractured"
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("a text file named like an image")
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), np.uint8)).save(buffer, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    Image.new("CMYK", (40, 40)).save(folder / "cmyk.jpg")
+    Image.new("L", (40, 40)).save(folder / "scan.tiff")
+
+    train = scan_root(root, CLASSES)["train"]
+    assert len(train) == 6
+    reasons = {path.rsplit("/", 1)[1]: reason for path, reason in train.skipped}
+    assert set(reasons) == {"empty.jpg", "notes.jpg", "truncated.jpg", "cmyk.jpg", "scan.tiff"}
+    assert "not a readable image" in reasons["empty.jpg"] and "not a readable image" in reasons["notes.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "CMYK" in reasons["cmyk.jpg"] and "TIFF" in reasons["scan.tiff"]
+    assert "Skipped 5 unreadable file(s)" in caplog.text
+
+
+def test_system_clutter_and_hidden_files_are_ignored(tmp_path, caplog):
+    root = make_class_folders(tmp_path)
+    folder = root / "train" / "fractured"
+    (folder / ".DS_Store").write_bytes(b"\0\1")
+    (folder / "Thumbs.db").write_bytes(b"\0\1")
+    (folder / "._0-rotated1.png").write_bytes(b"\0\1")  # macOS resource fork
+    (folder / "__MACOSX").mkdir()
+    Image.new("L", (40, 40)).save(folder / "__MACOSX" / "copy.png")
+    train = scan_root(root, CLASSES)["train"]
+    assert len(train) == 6 and train.skipped == []
+    assert "Skipped" not in caplog.text
+
+
+def test_a_16_bit_png_trains_on_the_pixels_that_prediction_sees(tmp_path):
+    twelve_bit = (np.linspace(0, 4095, 96 * 80).reshape(96, 80)).astype(np.uint16)
+    Image.fromarray(twelve_bit).save(tmp_path / "sixteen.png")
+    assert unreadable_reason(tmp_path / "sixteen.png") is None
+    trained_on = decode_image(tf.constant(str(tmp_path / "sixteen.png")), (48, 48)).numpy()
+    predicted_on = np.asarray(resize_image(read_xray(tmp_path / "sixteen.png"), (48, 48)))
+    np.testing.assert_array_equal(trained_on, predicted_on)
+    assert trained_on.max() > 250  # tf's own 8-bit conversion keeps the top 4 of 12 bits: a black image (max 15)
+
+
+def test_a_huge_image_and_a_large_grayscale_jpeg_decode(tmp_path):
+    Image.new("L", (10_000, 10_000), 200).save(tmp_path / "huge.png")  # 100 megapixels, a small file
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 3000), np.uint8)).save(tmp_path / "large.jpg")
+    for name in ("huge.png", "large.jpg"):
+        assert unreadable_reason(tmp_path / name) is None
+        pixels = decode_image(tf.constant(str(tmp_path / name)), (64, 64)).numpy()
+        assert pixels.shape == (64, 64, 3)
+    assert np.all(decode_image(tf.constant(str(tmp_path / "huge.png")), (64, 64)).numpy() == 200)
+
+
+class ChangeFilesAfterFirstEpoch(keras.callbacks.Callback):
+    """Delete one training file, break one validation file and redraw another, as a colleague might."""
+
+    def __init__(self, deleted, broken, redrawn):
+        super().__init__()
+        self.deleted, self.broken, self.redrawn = deleted, broken, redrawn
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.deleted.unlink()
+            self.broken.write_text("overwritten by a text file")
+            Image.new("L", (64, 64), 128).save(self.redrawn)
+
+
+def test_files_deleted_or_replaced_during_a_run_are_reported_and_the_run_goes_on(tmp_path, synthetic_root):
+    root = shutil.copytree(synthetic_root, tmp_path / "data")
+    datamodule = FractureDataModule(root, image_size=64, batch_size=16, group_by=None)
+    datamodule.setup()
+    deleted, broken, redrawn = datamodule.files("train").paths[0], *datamodule.files("val").paths[:2]
+    checkpoint = ModelCheckpoint(tmp_path / "ckpt")
+    vandal = ChangeFilesAfterFirstEpoch(Path(deleted), Path(broken), Path(redrawn))
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
+    trainer = Trainer(epochs=2, callbacks=[vandal, checkpoint], progress=False)
+    trainer.fit(classifier, datamodule)
+    assert trainer.current_epoch == 2  # the second epoch ran without the deleted and the broken file
+
+    results = evaluate_checkpoint(checkpoint.best_path, datamodule, ["val"], tmp_path / "eval", bootstrap_resamples=0)
+    assert results["data/changed_during_run"] == 3 and results["data/skipped_files"] == 0
+    problems = {row["path"]: row["problem"] for row in csv.DictReader((tmp_path / "eval" / "data_problems.csv").open())}
+    assert problems[deleted].startswith("deleted during the run")
+    assert problems[broken].startswith("replaced during the run, now unreadable")
+    assert problems[redrawn] == "replaced during the run; its new content was used"
+    assert results["val/n"] == 15  # 16 validation images, one left out
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Files left out or changed" in report and deleted in report
+
+
+def test_a_run_over_a_folder_with_5_percent_corrupt_files_finishes_and_reports_them(tmp_path):
+    data = tmp_path / "data"
+    root = write_synthetic_dataset(data / "synthetic", 16, 8, 4, image_size=128, seed=0)  # as DEMO_SMALL does
+    corrupt = [root / "train" / "fractured" / "0003.png", root / "val" / "not fractured" / "0001.png"]
+    corrupt.append(root / "test" / "fractured" / "0000.png")  # 3 of 56 files
+    for path in corrupt:
+        path.write_bytes(path.read_bytes()[:100])
+    result = run_cli(
+        "fracture.train", *DEMO_SMALL, "trainer.epochs=1", f"paths.data_dir={data}", f"hydra.run.dir={tmp_path}/run"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data/skipped_files"] == 3 and metrics["status"] == "finished"
+    assert "test/auroc" in metrics
+    listed = list(csv.DictReader((tmp_path / "run" / "data_problems.csv").open()))
+    assert sorted(row["path"] for row in listed) == sorted(map(str, corrupt))
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert all(str(path) in report for path in corrupt)
