@@ -90,11 +90,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_writable(output_dir)  # a read-only folder fails here, before the data scan and the model build
     write_json_atomic(output_dir / "run_info.json", run_info())
 
+    # Every object first, so that an out-of-range setting fails before the data scan and the model build.
     datamodule = build(cfg.data)
-    console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
-    datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
     classifier = build(cfg.model)
     trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
+    console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
+    datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
     log.info(
         "backend %s, devices %s, jit_compile %s, precision %s",
         keras.backend.backend(),
