@@ -9,11 +9,13 @@ import sys
 from importlib.resources import files
 
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fracture.compilation_cache import enable_compilation_cache
 from fracture.errors import ConfigError, FractureError
+from fracture.io import check_writable, nearest_existing
 
 # The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
 # editable and regular installs find the same files.
@@ -50,3 +52,18 @@ def user_errors():
     except FractureError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+class OutputFolderCheck(Callback):
+    """Refuse, as one line, a run or sweep folder that cannot be created, before Hydra tries to create it
+    (Hydra's own failure is a traceback). Registered in conf/hydra/default.yaml."""
+
+    def _check(self, folder: str) -> None:
+        with user_errors():
+            check_writable(nearest_existing(folder))
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir)

@@ -6,9 +6,12 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from fracture.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -50,3 +53,31 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
         rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
     by_epoch = {row.get("epoch", index): row for index, row in enumerate(rows)}
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def check_writable(folder: str | Path, needed_bytes: int = 0) -> None:
+    """Refuse to start when `folder` cannot be written or its disk has less than `needed_bytes` free."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to {folder} ({error.strerror or error}); choose another output folder "
+            "(hydra.run.dir=... or paths.log_dir=...)."
+        ) from error
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise ConfigError(
+            f"only {free / 1e6:.0f} MB free on the disk of {folder}; checkpoints and backups of this model need "
+            f"about {needed_bytes / 1e6:.0f} MB. Free some space or write elsewhere (paths.log_dir=...)."
+        )
+
+
+def nearest_existing(folder: str | Path) -> Path:
+    """`folder` if it exists, else its closest existing ancestor: where creating `folder` would first write."""
+    folder = Path(folder).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder

@@ -23,10 +23,10 @@ from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
-from fracture.io import read_history, write_json_atomic
+from fracture.io import check_writable, read_history, write_json_atomic
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
-from fracture.training.guards import RunStopped, TrainingInterrupted, check_writable
+from fracture.training.guards import RunStopped, TrainingInterrupted
 from fracture.training.metric_names import slash_logs
 from fracture.training.progress import console, summary_table
 

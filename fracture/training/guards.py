@@ -1,5 +1,4 @@
-"""Stopping a run safely: on a NaN or infinite loss, on Ctrl-C, and before it starts when its outputs have
-nowhere to go.
+"""Stopping a run safely: on a NaN or infinite loss, and on Ctrl-C; and the disk a run's files need.
 
 Both stops raise from the batch that triggers them, before Keras ends the epoch: the half-finished epoch is
 neither validated nor checkpointed, so `best_model.keras`, `last.keras`, `history.csv` and the backup all
@@ -9,16 +8,13 @@ still describe the last finished epoch, and `resume=` repeats the interrupted on
 from __future__ import annotations
 
 import math
-import shutil
 import signal
-import tempfile
 import threading
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from fracture.errors import ConfigError, FractureError
+from fracture.errors import FractureError
 from fracture.training.progress import console
 
 
@@ -111,26 +107,6 @@ class InterruptGuard(keras.callbacks.Callback):
                 self.epoch,
                 batch + 1,
             )
-
-
-def check_writable(folder: str | Path, needed_bytes: int = 0) -> None:
-    """Refuse to start when `folder` cannot be written or its disk has less than `needed_bytes` free."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise ConfigError(
-            f"cannot write to {folder} ({error.strerror or error}); choose another output folder "
-            "(hydra.run.dir=... or paths.log_dir=...)."
-        ) from error
-    free = shutil.disk_usage(folder).free
-    if free < needed_bytes:
-        raise ConfigError(
-            f"only {free / 1e6:.0f} MB free on the disk of {folder}; checkpoints and backups of this model need "
-            f"about {needed_bytes / 1e6:.0f} MB. Free some space or write elsewhere (paths.log_dir=...)."
-        )
 
 
 def checkpoint_bytes(model: keras.Model) -> int:

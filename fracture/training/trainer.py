@@ -15,10 +15,11 @@ import numpy as np
 
 from fracture.data.pipeline import predict_full_batches
 from fracture.errors import ConfigError
+from fracture.io import check_writable
 from fracture.models.classifier import FractureClassifier
 from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
 from fracture.training.devices import DataParallel, resolve_devices
-from fracture.training.guards import DivergenceGuard, InterruptGuard, check_writable, checkpoint_bytes
+from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress, console

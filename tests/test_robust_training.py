@@ -1,0 +1,118 @@
+"""Robustness, training faults: a NaN loss and Ctrl-C stop cleanly with every finished epoch saved, and an
+output folder that cannot take the run's files is refused at start. docs/robustness.md lists each case."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import namedtuple
+
+import keras
+import numpy as np
+import pytest
+from conftest import DEMO_SMALL, REPO_ROOT, require_permission_checks, run_cli
+
+from fracture import FractureClassifier, FractureDataModule, Trainer, load_checkpoint
+from fracture.errors import ConfigError
+from fracture.training.callbacks import ModelCheckpoint
+from fracture.training.guards import InterruptGuard, TrainingDiverged
+
+
+class BreakWeightsInSecondEpoch(keras.callbacks.Callback):
+    """What a too-high learning rate does, on cue: the weights turn NaN as epoch 2 starts."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            for weight in self.model.trainable_weights:
+                weight.assign(np.full(weight.shape, np.nan, "float32"))
+
+
+def test_a_nan_loss_stops_at_its_batch_and_the_last_good_checkpoint_stays(tmp_path, synthetic_root):
+    checkpoint = ModelCheckpoint(tmp_path / "ckpt")
+    trainer = Trainer(epochs=3, callbacks=[BreakWeightsInSecondEpoch(), checkpoint], progress=False)
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
+    with pytest.raises(TrainingDiverged, match="training loss became nan in epoch 2 at batch 1.*lower learning rate"):
+        trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16))
+    model, metadata = load_checkpoint(checkpoint.best_path)
+    assert metadata["epoch"] == 1 and load_checkpoint(checkpoint.last_path)[1]["epoch"] == 1
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert np.all(np.isfinite(model.predict_on_batch(images)))
+
+
+def test_a_diverging_run_exits_with_the_message_and_records_it_in_metrics_json(tmp_path):
+    overrides = ("model.optimizer.lr=1e30", f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/run")
+    result = run_cli("fracture.train", *DEMO_SMALL, *overrides)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: the validation loss became nan in epoch 1; the weights are no longer usable." in result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["stopped/epoch"] == 1 and metrics["epochs"] == 0
+    assert not (tmp_path / "run" / "checkpoints" / "best_model.keras").exists()  # no NaN weights saved
+
+
+def test_ctrl_c_stops_after_the_batch_saves_the_finished_epochs_and_prints_the_resume_command(tmp_path):
+    run = tmp_path / "run"
+    overrides = [*DEMO_SMALL, "trainer.epochs=12", f"paths.data_dir={tmp_path}/data"]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "fracture.train", *overrides]
+    process = subprocess.Popen(
+        [*command, f"hydra.run.dir={run}"], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "two epochs never finished"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs"] >= 2
+    assert (run / "checkpoints" / "last.keras").is_file() and (run / "backup").is_dir()
+    resume = stderr.split("Resume with:\n", 1)[1].strip()
+    assert resume == shlex.join(["python", "-m", "fracture.train", *overrides, f"resume={run}"])
+
+    resumed = run_cli("fracture.train", *shlex.split(resume)[3:], f"hydra.run.dir={tmp_path}/resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs"] == 12
+    assert len((run / "history.csv").read_text().splitlines()) == 13  # a header and every epoch once
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_handler_is_restored():
+    before = signal.getsignal(signal.SIGINT)
+    guard = InterruptGuard()
+    with pytest.raises(KeyboardInterrupt), guard:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs between bytecodes: the first Ctrl-C only asks to stop
+        assert guard.requested
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_read_only_output_folder_is_refused_at_start(tmp_path):
+    require_permission_checks()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    common = (*DEMO_SMALL, f"paths.data_dir={tmp_path}/data")
+    run_dir = run_cli("fracture.train", *common, f"hydra.run.dir={locked}/run", unprivileged=True)
+    assert run_dir.returncode == 2 and "Traceback" not in run_dir.stderr  # checked before Hydra makes the folder
+    assert f"error: cannot write to {locked} (Permission denied)" in run_dir.stderr
+
+    checkpoints = (f"callbacks.model_checkpoint.dirpath={locked}/ckpts", f"hydra.run.dir={tmp_path}/run")
+    refused = run_cli("fracture.train", *common, *checkpoints, unprivileged=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"error: cannot write to {locked}/ckpts (Permission denied)" in refused.stderr
+    assert not (tmp_path / "run" / "history.csv").exists()  # refused before the first epoch
+
+
+def test_too_little_free_disk_is_refused_before_training(tmp_path, synthetic_root, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("fracture.io.shutil.disk_usage", lambda path: usage(10**9, 10**9, 50_000))
+    trainer = Trainer(epochs=1, callbacks=[ModelCheckpoint(tmp_path / "ckpt")], progress=False)
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
+    with pytest.raises(ConfigError, match=r"only 0 MB free on the disk of .*ckpt; checkpoints and backups .* about"):
+        trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16))
+    assert trainer.history == [] and not (tmp_path / "ckpt" / "best_model.keras").exists()
