@@ -56,10 +56,3 @@ def test_default_threshold_is_warned_about(tiny_checkpoint):
     with pytest.warns(UserWarning, match="no validation threshold"):
         predictor = load_predictor(tiny_checkpoint)
     assert predictor.threshold == 0.5
-
-
-def test_pixel_limit_gives_an_error_row(tiny_checkpoint, synthetic_root):
-    image = next((synthetic_root / "val").rglob("*.png"))  # 64 x 64 = 4,096 pixels
-    limited = load_predictor(tiny_checkpoint, max_pixels=4_000)
-    assert "above the limit of 4,000 pixels" in limited.predict(image).error
-    assert load_predictor(tiny_checkpoint, max_pixels=4_096).predict(image).error is None

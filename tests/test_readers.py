@@ -10,8 +10,6 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
-    HTJ2K,
-    UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -21,7 +19,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from fracture.inference.readers import TooManyPixels, UnreadableImage, expand_inputs, read_xray
+from fracture.inference.readers import expand_inputs, read_xray
 
 
 def dicom_dataset(path, pixels: np.ndarray, photometric: str, syntax=ExplicitVRLittleEndian, **elements):
@@ -111,21 +109,6 @@ def test_compressed_dicom(tmp_path, syntax, tolerance):
     assert np.abs(image[..., 0] - stretched).max() <= tolerance
 
 
-@pytest.mark.parametrize("syntax", [HTJ2K, UID("1.2.840.10008.1.2.4.100")], ids=["htj2k", "mpeg2"])
-def test_unsupported_transfer_syntax_is_named(tmp_path, syntax):
-    path = tmp_path / "scan.dcm"
-    write_encapsulated_dicom(path, b"\xff\x4f\xff\x51" + bytes(60), grey_scene(), syntax)
-    with pytest.raises(UnreadableImage, match=rf"transfer syntax '{syntax.name}' \({syntax}\) is not supported"):
-        read_xray(path)
-
-
-def test_dicom_without_pixel_data(tmp_path):
-    path = tmp_path / "report.dcm"
-    dicom_dataset(path, grey_scene(), "MONOCHROME2").save_as(path, enforce_file_format=True)
-    with pytest.raises(UnreadableImage, match="without pixel data"):
-        read_xray(path)
-
-
 def ramp(height=40, width=60):
     return np.tile(np.linspace(0, 4000, width), (height, 1)).astype(np.uint16)
 
@@ -188,42 +171,9 @@ def test_modes_and_formats_become_rgb(tmp_path, mode, suffix):
     assert read_xray(tmp_path / f"x{suffix}").shape == (20, 30, 3)
 
 
-def test_very_large_image(tmp_path):
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 3000), np.uint8)).save(tmp_path / "big.png")
-    assert read_xray(tmp_path / "big.png").shape == (4000, 3000, 3)
-
-
-def test_unreadable_inputs(tmp_path):
-    (tmp_path / "notes.jpg").write_text("hello")
-    with pytest.raises(UnreadableImage, match="not a readable image"):
-        read_xray(tmp_path / "notes.jpg")
-    with pytest.raises(UnreadableImage, match="file not found"):
-        read_xray(tmp_path / "missing.png")
-    (tmp_path / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
-    with pytest.raises(UnreadableImage, match="DICOM"):
-        read_xray(tmp_path / "bad.dcm")
-
-
 def test_folders_are_walked_recursively(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ("a/1.png", "a/b/2.JPG", "a/b/3.dcm", "a/readme.txt"):
         (tmp_path / name).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in expand_inputs([tmp_path / "a", tmp_path / "single.png"])]
     assert found == ["a/1.png", "a/b/2.JPG", "a/b/3.dcm", "single.png"]
-
-
-def test_pixel_limit_refuses_from_the_header(tmp_path):
-    Image.new("L", (300, 200)).save(tmp_path / "wide.png")
-    with pytest.raises(TooManyPixels, match="300 x 200 px is above the limit of 50,000 pixels"):
-        read_xray(tmp_path / "wide.png", max_pixels=50_000)
-    assert read_xray(tmp_path / "wide.png", max_pixels=60_000).shape == (200, 300, 3)
-    dicom = write_dicom(tmp_path / "big.dcm", ramp(200, 300), "MONOCHROME2")
-    with pytest.raises(TooManyPixels, match="300 x 200 px"):
-        read_xray(dicom, max_pixels=50_000)
-
-
-def test_pillows_decompression_bomb_guard_is_a_clear_error(tmp_path, monkeypatch):
-    Image.new("L", (300, 200)).save(tmp_path / "bomb.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow refuses above twice this
-    with pytest.raises(UnreadableImage, match="decompression bomb"):
-        read_xray(tmp_path / "bomb.png")

@@ -6,6 +6,7 @@ Training data goes through `tf.data`; single files for prediction come through h
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,11 +122,17 @@ def read_xray(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise UnreadableImage("file not found")
+        raise UnreadableImage("file not found" + (" (a broken symbolic link)" if is_broken_link(path) else ""))
+    if not os.access(path, os.R_OK):
+        raise UnreadableImage("permission denied: this user may not read the file")
     pixels = read_dicom(path, max_pixels) if is_dicom(path) else read_picture(path, max_pixels)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     return np.ascontiguousarray(pixels[..., :3])
+
+
+def is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -134,7 +141,10 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         item = Path(item).expanduser()
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            # A broken link is listed too, so that it gets an error row instead of vanishing from the results.
+            paths += sorted(
+                p for p in item.rglob("*") if (p.is_file() or is_broken_link(p)) and p.suffix.lower() in IMAGE_SUFFIXES
+            )
         else:
             paths.append(item)
     return paths
