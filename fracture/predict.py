@@ -7,8 +7,8 @@ folder. Exits with code 1 when any input could not be read (the others are still
 from __future__ import annotations
 
 import csv
-import io
 import sys
+from collections import Counter
 from pathlib import Path
 
 import hydra
@@ -19,7 +19,7 @@ from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
 from fracture.errors import ConfigError
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.inference.readers import expand_inputs
-from fracture.io import atomic_path, write_text_atomic
+from fracture.io import atomic_path
 from fracture.training.progress import console
 
 
@@ -46,39 +46,44 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     overlay_dir.mkdir(parents=True, exist_ok=True)
 
     predictions: list[Prediction] = []
-    for start in range(0, len(paths), cfg.batch_size):
-        for offset, (prediction, pixels, heatmap) in enumerate(
-            predictor.predict_batch(paths[start : start + cfg.batch_size], explain=explain)
-        ):
-            predictions.append(prediction)
-            if explain and prediction.error is None:
-                image = predictor.overlay(prediction, pixels, heatmap)
-                target = overlay_dir / _overlay_name(start + offset, prediction.path)
-                with atomic_path(target) as staging:
-                    image.save(staging, format="PNG")
+    # Rows go to the file as they come, so that 100,000 inputs never sit in memory as one CSV text.
+    with atomic_path(output_dir / "predictions.csv") as staging, open(staging, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "probability", "threshold", "error"])
+        for start in range(0, len(paths), cfg.batch_size):
+            batch = predictor.predict_batch(paths[start : start + cfg.batch_size], explain=explain)
+            for offset, (p, pixels, heatmap) in enumerate(batch):
+                predictions.append(p)
+                probability = "" if p.probability is None else f"{p.probability:.6f}"
+                writer.writerow([p.path, p.label or "", probability, p.threshold, p.error or ""])
+                if explain and p.error is None:
+                    image = predictor.overlay(p, pixels, heatmap)
+                    with atomic_path(overlay_dir / _overlay_name(start + offset, p.path)) as overlay:
+                        image.save(overlay, format="PNG")
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "label", "probability", "threshold", "error"])
-    for p in predictions:
-        writer.writerow(
-            [p.path, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", p.threshold, p.error or ""]
-        )
-    write_text_atomic(output_dir / "predictions.csv", buffer.getvalue())
+    console.print(results_table(predictions, predictor.threshold, cfg.max_table_rows))
+    console.print(f"predictions: {output_dir / 'predictions.csv'}" + (f"; overlays: {overlay_dir}" if explain else ""))
+    return predictions
 
-    table = Table(title=f"predictions (threshold {predictor.threshold:.4f}; research use only, not a diagnosis)")
+
+def results_table(predictions: list[Prediction], threshold: float, max_rows: int) -> Table:
+    """The first `max_rows` predictions, and counts of all of them in the caption."""
+    table = Table(title=f"predictions (threshold {threshold:.4f}; research use only, not a diagnosis)")
     table.add_column("file", overflow="fold")
     table.add_column("label")
     table.add_column("probability", justify="right")
     table.add_column("threshold", justify="right")
-    for p in predictions:
+    for p in predictions[:max_rows]:
         if p.error:
             table.add_row(p.path, f"[red]error: {p.error}[/red]", "", "")
         else:
             table.add_row(p.path, p.label, f"{p.probability:.4f}", f"{p.threshold:.4f}")
-    console.print(table)
-    console.print(f"predictions: {output_dir / 'predictions.csv'}" + (f"; overlays: {overlay_dir}" if explain else ""))
-    return predictions
+    counts = Counter("error" if p.error else p.label for p in predictions)
+    caption = [f"{label}: {n}" for label, n in sorted(counts.items())]
+    if len(predictions) > max_rows:
+        caption.insert(0, f"the first {max_rows} of {len(predictions)} shown")
+    table.caption = ", ".join(caption)
+    return table
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
