@@ -55,14 +55,14 @@ def test_evaluation_writes_metrics_plots_and_report(tmp_path, synthetic_checkpoi
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.json").write_text(json.dumps({"val/auc": 0.5}))  # as training leaves it
     results = evaluate_checkpoint(
-        ckpt, datamodule, ["val", "test"], tmp_path / "run", calibrate=True, bootstrap_resamples=100
+        ckpt, datamodule, ["val", "test"], tmp_path / "run", calibration="platt", bootstrap_resamples=100
     )
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["val/auc"] == 0.5  # training's keys are kept
     for key in ["auroc", "auroc_ci_low", "auroc_ci_high", "sensitivity", "specificity", "threshold", "brier", "ece"]:
         assert saved[f"test/{key}"] == pytest.approx(results[f"test/{key}"], nan_ok=True)
-    assert results["test/calibration/ece_after"] >= 0 and results["test/calibration/temperature"] > 0
-    assert "temperature" in read_metadata(ckpt)
+    assert results["test/calibration/method"] == "platt" and results["test/calibration/ece_after"] >= 0
+    assert read_metadata(ckpt)["calibration"]["method"] == "platt"
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Not a medical device" in report and "## test split" in report
     for split in ("val", "test"):

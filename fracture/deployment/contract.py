@@ -16,6 +16,12 @@ from fracture.errors import CheckpointError
 from fracture.io import write_json_atomic
 
 CONTRACT_NAME = "model.json"
+# How a deployment outside Python turns the artifact's output p into the calibrated probability.
+CALIBRATION_FORMULAS = {
+    "platt": "sigmoid(slope * logit(p) + intercept), logit(p) = ln(p / (1 - p)) with p clipped to [1e-7, 1 - 1e-7]",
+    "temperature": "sigmoid(logit(p) / temperature), logit as for platt",
+    "isotonic": "linear interpolation of p between knots_x and knots_y, clipped to the end knots",
+}
 CONTRACT_FORMAT = "fracture-export/1"
 # Distributions whose versions decide what an artifact computes; recorded for whoever debugs a mismatch.
 RECORDED_VERSIONS = (
@@ -58,7 +64,7 @@ def preprocessing(image_size: int) -> dict:
         "high_bit_depth": "16-bit and float grey images stretched linearly from their minimum..maximum to 0..255",
         "dicom": "modality LUT (rescale slope and intercept), then the VOI LUT or window centre/width, stretched "
         "to 0..255; MONOCHROME1 inverted; the first frame of a multi-frame file",
-        "output": "P(positive class), shape [batch, 1]",
+        "output": "the network's P(positive class), shape [batch, 1]; apply `calibration` when it is set",
     }
 
 
@@ -75,7 +81,10 @@ def model_contract(metadata: dict, checkpoint_id: str, exporter_backend: str, ar
         "threshold": float(metadata.get("threshold", 0.5)),
         "threshold_source": metadata.get("threshold_source", "default"),
         "threshold_method": metadata.get("threshold_method"),
-        "threshold_scale": "the network's output probability, as exported",
+        "threshold_scale": metadata.get("threshold_scale", "raw"),
+        # Apply to the artifact's output before comparing with the threshold (see `calibration_formula`).
+        "calibration": metadata.get("calibration"),
+        "calibration_formula": CALIBRATION_FORMULAS.get((metadata.get("calibration") or {}).get("method")),
         "checkpoint_id": checkpoint_id,
         "checkpoint_backend": metadata.get("backend"),
         "exported_with_backend": exporter_backend,

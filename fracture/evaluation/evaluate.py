@@ -20,7 +20,7 @@ from sklearn.metrics import brier_score_loss
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
 from fracture.evaluation import plots
-from fracture.evaluation.calibration import apply_temperature, fit_temperature
+from fracture.evaluation.calibration import Calibration, fit_calibration
 from fracture.evaluation.metrics import (
     binary_metrics,
     classification_report,
@@ -53,24 +53,28 @@ class Evaluator:
         datamodule: a `FractureDataModule` with the checkpoint's image size and classes.
         target_sensitivity: choose the threshold that reaches this validation sensitivity instead of
             maximising Youden's J.
-        calibrate: fit temperature scaling on validation and report calibration before and after.
+        calibration: fit this calibration (`platt`, `isotonic`, `temperature`) on validation, or None for the
+            network's own output. The threshold is chosen on the calibrated scale, both are stored in the
+            checkpoint together, and every consumer (`Predictor`, the service, exports) applies them.
         bootstrap_resamples: resamples for the AUROC interval (resampling groups where they are known).
     """
 
     def __init__(
-        self, ckpt_path, datamodule, target_sensitivity=None, calibrate=False, bootstrap_resamples=1000, seed=0
+        self, ckpt_path, datamodule, target_sensitivity=None, calibration=None, bootstrap_resamples=1000, seed=0
     ):
         self.ckpt_path = Path(ckpt_path)
         self.model, self.metadata = load_checkpoint(self.ckpt_path, compile=False)
         self.datamodule = datamodule
         self.target_sensitivity = target_sensitivity
-        self.calibrate = calibrate
+        self.calibration_method = calibration
+        self.calibration: Calibration | None = None
+        self._prepared = False
         self.bootstrap_resamples = bootstrap_resamples
         self.seed = seed
         self._predictions: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
-    def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(labels, P(positive), group ids) for every image of `split`, in the data module's file order."""
+    def raw_predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(labels, the network's P(positive), group ids) for every image of `split`, in file order."""
         if split not in self._predictions:
             files = self.datamodule.files(split)
             dataset = self.datamodule.predict_dataloader(split)
@@ -78,16 +82,44 @@ class Evaluator:
             self._predictions[split] = (files.labels.astype(int), probabilities, files.groups)
         return self._predictions[split]
 
-    def threshold(self) -> float:
-        """The validation threshold: reused from the checkpoint if chosen by the same rule, else chosen and stored."""
+    def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """As `raw_predictions`, with the checkpoint's calibration applied: the scale users see."""
+        self.prepare()
+        y_true, raw, groups = self.raw_predictions(split)
+        return y_true, self.calibration(raw) if self.calibration else raw, groups
+
+    def prepare(self) -> None:
+        """Fit the calibration and choose the threshold on validation, and store both in the checkpoint in one
+        atomic update; reuse them when the checkpoint already holds the same rule and calibration method."""
+        if self._prepared:
+            return
         rule = "youden" if self.target_sensitivity is None else f"sensitivity>={self.target_sensitivity:g}"
-        stored = self.metadata.get("threshold_source") == "val" and self.metadata.get("threshold_method") == rule
-        if not stored:
-            y_val, p_val, _ = self.predictions("val")
+        stored = Calibration.from_dict(self.metadata.get("calibration"))
+        same = (
+            self.metadata.get("threshold_source") == "val"
+            and self.metadata.get("threshold_method") == rule
+            and (stored.method if stored else None) == self.calibration_method
+        )
+        if same:
+            self.calibration = stored
+        else:
+            y_val, raw_val, _ = self.raw_predictions("val")
+            method = self.calibration_method
+            self.calibration = fit_calibration(method, y_val, raw_val) if method else None
+            p_val = self.calibration(raw_val) if self.calibration else raw_val
             threshold, method = choose_threshold(y_val, p_val, self.target_sensitivity)
             self.metadata = update_metadata(
-                self.ckpt_path, threshold=threshold, threshold_source="val", threshold_method=method
+                self.ckpt_path,
+                threshold=threshold,
+                threshold_source="val",
+                threshold_method=method,
+                threshold_scale="calibrated" if self.calibration else "raw",
+                calibration=self.calibration.to_dict() if self.calibration else None,
             )
+        self._prepared = True
+
+    def threshold(self) -> float:
+        self.prepare()
         return self.metadata["threshold"]
 
     def leakage(self, split: str) -> dict:
@@ -107,14 +139,16 @@ class Evaluator:
         return {f"{split}/shared_with_train/files": files, f"{split}/shared_with_train/groups": groups}
 
     def write_predictions(self, split: str, path: Path) -> Path:
-        """`<split>_predictions.csv`: every image's path, label, P(positive) and group (for pooled
-        cross-validation scores and for looking at errors)."""
+        """`<split>_predictions.csv`: every image's path, label, P(positive) (calibrated when the checkpoint
+        holds a calibration), the network's own output and group (for pooled cross-validation scores and for
+        looking at errors)."""
         y_true, y_prob, groups = self.predictions(split)
+        raw = self.raw_predictions(split)[1]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["path", "label", "probability", "group"])
-        for row in zip(self.datamodule.files(split).paths, y_true, y_prob, groups, strict=True):
-            writer.writerow([row[0], int(row[1]), f"{row[2]:.6f}", row[3]])
+        writer.writerow(["path", "label", "probability", "network_output", "group"])
+        for row in zip(self.datamodule.files(split).paths, y_true, y_prob, raw, groups, strict=True):
+            writer.writerow([row[0], int(row[1]), f"{row[2]:.6f}", f"{row[3]:.6f}", row[4]])
         return write_text_atomic(path, buffer.getvalue())
 
     def evaluate(self, split: str, plot_dir: Path) -> SplitEvaluation:
@@ -132,15 +166,13 @@ class Evaluator:
             results.update({f"{split}/group/{key}": value for key, value in group_scores.items()})
 
         reliability = {"model": y_prob}
-        if self.calibrate:
-            temperature = fit_temperature(*self.predictions("val")[:2])
-            self.metadata = update_metadata(self.ckpt_path, temperature=temperature)
-            calibrated = apply_temperature(y_prob, temperature)
-            results[f"{split}/calibration/temperature"] = temperature
-            for name, probabilities in (("before", y_prob), ("after", calibrated)):
+        if self.calibration:
+            raw = self.raw_predictions(split)[1]
+            results[f"{split}/calibration/method"] = self.calibration.method
+            for name, probabilities in (("before", raw), ("after", y_prob)):
                 results[f"{split}/calibration/brier_{name}"] = float(brier_score_loss(y_true, probabilities))
                 results[f"{split}/calibration/ece_{name}"] = expected_calibration_error(y_true, probabilities)
-            reliability[f"temperature-scaled (T={temperature:.2f})"] = calibrated
+            reliability = {"network output": raw, f"{self.calibration.method}-calibrated": y_prob}
 
         figures = {
             "Confusion matrix": plots.confusion_matrix(
@@ -170,7 +202,7 @@ def evaluate_checkpoint(
     splits=("val",),
     output_dir=".",
     target_sensitivity: float | None = None,
-    calibrate: bool = False,
+    calibration: str | None = None,
     bootstrap_resamples: int = 1000,
     seed: int = 0,
     training_curves: Path | None = None,
@@ -182,7 +214,7 @@ def evaluate_checkpoint(
     output_dir = Path(output_dir)
     datamodule.recheck()  # files deleted or broken during training must not break the predictions below
     problems = datamodule.file_problems()
-    evaluator = Evaluator(ckpt_path, datamodule, target_sensitivity, calibrate, bootstrap_resamples, seed)
+    evaluator = Evaluator(ckpt_path, datamodule, target_sensitivity, calibration, bootstrap_resamples, seed)
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
     for split in splits:
         evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")

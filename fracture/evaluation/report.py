@@ -79,8 +79,11 @@ def write_report(
         f"- Decision threshold: **{threshold:.4f}**, chosen on the validation split by "
         f"{metadata['threshold_method']} and stored in the checkpoint",
     ]
-    if "temperature" in metadata:
-        lines.append(f"- Temperature scaling fitted on validation: T = {metadata['temperature']:.3f}")
+    if metadata.get("calibration"):
+        lines.append(
+            f"- Probabilities calibrated by {metadata['calibration']['method']} scaling fitted on validation; "
+            "the threshold is on the calibrated scale"
+        )
     if problems:
         lines += _problems_section(list(problems))
     if training_curves is not None:
@@ -101,10 +104,11 @@ def write_report(
             )
         lines += ["", *_metrics_table(evaluation), ""]
         calibration = f"{split}/calibration"
-        if f"{calibration}/temperature" in results:
+        if f"{calibration}/method" in results:
             brier = f"Brier {results[f'{calibration}/brier_before']:.4f} -> {results[f'{calibration}/brier_after']:.4f}"
             ece = f"ECE {results[f'{calibration}/ece_before']:.4f} -> {results[f'{calibration}/ece_after']:.4f}"
-            lines += [f"Calibration after temperature scaling: {brier}, {ece}.", ""]
+            method = results[f"{calibration}/method"]
+            lines += [f"Calibration ({method}), network output -> calibrated: {brier}, {ece}.", ""]
         lines += ["```", evaluation.report_text.rstrip(), "```", ""]
         for title, figure in evaluation.figures.items():
             lines.append(f"![{split} {title}]({os.path.relpath(figure, path.parent)})")

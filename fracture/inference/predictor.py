@@ -21,6 +21,7 @@ from PIL import Image
 
 from fracture.data.pipeline import resize_image
 from fracture.errors import CheckpointError
+from fracture.evaluation.calibration import Calibration
 from fracture.inference.gradcam import GradCAM
 from fracture.inference.overlay import prediction_panel
 from fracture.inference.readers import UnreadableImage, read_xray
@@ -47,7 +48,8 @@ class Explanation:
 
 
 class Predictor:
-    """Predicts P(positive class) with a loaded model, labels it with the stored validation threshold.
+    """Predicts P(positive class) with a loaded model, calibrated when the checkpoint holds a calibration, and
+    labels it with the stored validation threshold.
 
     Args:
         model: the loaded Keras model.
@@ -63,6 +65,8 @@ class Predictor:
         self.image_size = int(metadata["image_size"])
         self.positive, self.negative = metadata["positive_class"], metadata["negative_class"]
         self.threshold = float(metadata.get("threshold", 0.5))
+        # Fitted on validation by evaluation; the threshold is on the same (calibrated) scale.
+        self.calibration = Calibration.from_dict(metadata.get("calibration"))
         if metadata.get("threshold_source") != "val":
             warnings.warn(
                 f"this checkpoint has no validation threshold; using {self.threshold}. "
@@ -109,6 +113,8 @@ class Predictor:
                     [None] * len(batch),
                     np.asarray(self.model.predict_on_batch(stacked)).reshape(-1),
                 )
+            if self.calibration:
+                probabilities = self.calibration(probabilities)
             for (index, name, pixels), probability, heatmap in zip(readable, probabilities, heatmaps, strict=True):
                 rows[index] = (self._label(name, probability), pixels, heatmap)
         return rows
