@@ -2,40 +2,42 @@
 
 For research and teaching. It is not a medical device and must not be used for diagnosis.
 
-Set `KERAS_BACKEND` (tensorflow or jax) before importing fracture, as for Keras itself.
+Set `KERAS_BACKEND` (tensorflow or jax) before importing Keras or fracture's models, as for Keras itself.
+Importing `fracture` changes nothing in the process: the names below load their modules (and Keras) on
+first use, and no environment variable, matplotlib backend or Keras setting is touched.
 """
 
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) hides the messages that matter.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
-from fracture.data.datamodule import FractureDataModule  # noqa: E402
-from fracture.data.synthetic import write_synthetic_dataset  # noqa: E402
-from fracture.errors import CheckpointError, ConfigError, DataError, FractureError, WeightsError  # noqa: E402
-from fracture.inference.predictor import Predictor, load_predictor  # noqa: E402
-from fracture.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
-from fracture.models.classifier import FractureClassifier, OptimizerSpec  # noqa: E402
-from fracture.training.trainer import Trainer  # noqa: E402
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DataError",
-    "FractureClassifier",
-    "FractureDataModule",
-    "FractureError",
-    "OptimizerSpec",
-    "Predictor",
-    "Trainer",
-    "WeightsError",
-    "enable_compilation_cache",
-    "load_checkpoint",
-    "load_predictor",
-    "read_metadata",
-    "save_checkpoint",
-    "write_synthetic_dataset",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "CheckpointError": "fracture.errors",
+    "ConfigError": "fracture.errors",
+    "DataError": "fracture.errors",
+    "FractureError": "fracture.errors",
+    "WeightsError": "fracture.errors",
+    "FractureClassifier": "fracture.models.classifier",
+    "OptimizerSpec": "fracture.models.classifier",
+    "FractureDataModule": "fracture.data.datamodule",
+    "Predictor": "fracture.inference.predictor",
+    "load_predictor": "fracture.inference.predictor",
+    "Trainer": "fracture.training.trainer",
+    "enable_compilation_cache": "fracture.compilation_cache",
+    "load_checkpoint": "fracture.models.checkpoint",
+    "read_metadata": "fracture.models.checkpoint",
+    "save_checkpoint": "fracture.models.checkpoint",
+    "write_synthetic_dataset": "fracture.data.synthetic",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fracture' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-from importlib.resources import files
 
-from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+# The entry points quiet TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes), which hides the
+# messages that matter; set before anything below imports TensorFlow. The library itself leaves it alone.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from importlib.resources import files  # noqa: E402
 
-from fracture.compilation_cache import enable_compilation_cache
-from fracture.errors import ConfigError, FractureError
-from fracture.io import check_writable, nearest_existing
+from hydra.errors import InstantiationException  # noqa: E402
+from hydra.experimental.callback import Callback  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
+from fracture.errors import ConfigError, FractureError  # noqa: E402
+from fracture.io import check_writable, nearest_existing  # noqa: E402
 
 # The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
 # editable and regular installs find the same files.

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from fracture import read_metadata
+from fracture.errors import ConfigError, FractureError
 from fracture.inference.predictor import load_predictor
 from fracture.inference.readers import UnreadableImage
 from fracture.models.checkpoint import update_metadata
@@ -56,3 +57,12 @@ def test_default_threshold_is_warned_about(tiny_checkpoint):
     with pytest.warns(UserWarning, match="no validation threshold"):
         predictor = load_predictor(tiny_checkpoint)
     assert predictor.threshold == 0.5
+
+
+def test_a_gradcam_layer_typo_is_a_clear_error_with_suggestions(tiny_checkpoint):
+    with pytest.raises(ConfigError, match=r"gradcam_layer='tiny_conv3_rel' is not a layer .*'tiny_conv3_relu'"):
+        load_predictor(tiny_checkpoint, gradcam_layer="tiny_conv3_rel").explain(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_an_unreadable_image_is_a_fracture_error(tmp_path):
+    assert issubclass(UnreadableImage, FractureError)

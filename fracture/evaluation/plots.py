@@ -4,30 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-matplotlib.use("Agg")  # files only, no window: works on servers and in CI
+from fracture.io import atomic_path
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import CalibrationDisplay  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
-
-from fracture.io import atomic_path  # noqa: E402
+# Figures are made with `Figure`, not pyplot: files only, no window, and no switch of the process's
+# matplotlib backend (a library must not change the state of the notebook or app that imports it).
 
 
 def _save(figure, path: Path) -> Path:
     with atomic_path(path) as staging:
         figure.savefig(staging, dpi=110, bbox_inches="tight", format="png")
-    plt.close(figure)
     return path
 
 
 def training_curves(history: list[dict[str, float]], path: Path) -> Path:
     """Loss, accuracy and AUC per epoch, training against validation."""
     names = [name for name in ("loss", "accuracy", "auc") if history and name in history[0]]
-    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(names), 3.6))
+    axes = figure.subplots(1, len(names), squeeze=False)
     epochs = np.arange(1, len(history) + 1)
     for axis, name in zip(axes[0], names, strict=True):
         axis.plot(epochs, [row[name] for row in history], marker="o", label="train")
@@ -42,7 +41,8 @@ def training_curves(history: list[dict[str, float]], path: Path) -> Path:
 def confusion_matrix(matrix: list[list[int]], class_names: tuple[str, str], threshold: float, path: Path) -> Path:
     """The confusion matrix at the chosen threshold; rows are true classes."""
     positive, negative = class_names
-    figure, axis = plt.subplots(figsize=(4.6, 4))
+    figure = Figure(figsize=(4.6, 4))
+    axis = figure.subplots()
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[negative, positive]).plot(ax=axis, colorbar=False)
     axis.set_title(f"Confusion matrix at threshold {threshold:.3f}")
     return _save(figure, path)
@@ -50,7 +50,8 @@ def confusion_matrix(matrix: list[list[int]], class_names: tuple[str, str], thre
 
 def roc_curve(y_true, y_prob, threshold: float, sensitivity: float, specificity: float, auroc_ci, path: Path) -> Path:
     """ROC curve with the operating point of the chosen threshold marked."""
-    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    figure = Figure(figsize=(4.6, 4.2))
+    axis = figure.subplots()
     RocCurveDisplay.from_predictions(y_true, y_prob, ax=axis, name="model", plot_chance_level=True)
     axis.plot(1 - specificity, sensitivity, "o", color="crimson", label=f"threshold {threshold:.3f}")
     axis.set(
@@ -63,7 +64,8 @@ def roc_curve(y_true, y_prob, threshold: float, sensitivity: float, specificity:
 
 
 def precision_recall_curve(y_true, y_prob, path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    figure = Figure(figsize=(4.6, 4.2))
+    axis = figure.subplots()
     PrecisionRecallDisplay.from_predictions(y_true, y_prob, ax=axis, name="model", plot_chance_level=True)
     axis.set(title="Precision-recall", xlabel="recall (sensitivity)", ylabel="precision")
     axis.legend(loc="lower left")
@@ -72,7 +74,8 @@ def precision_recall_curve(y_true, y_prob, path: Path) -> Path:
 
 def reliability_diagram(y_true, probabilities: dict[str, np.ndarray], path: Path) -> Path:
     """Observed positive rate against predicted probability, for one or more probability sets."""
-    figure, axis = plt.subplots(figsize=(4.6, 4.2))
+    figure = Figure(figsize=(4.6, 4.2))
+    axis = figure.subplots()
     for name, y_prob in probabilities.items():
         CalibrationDisplay.from_predictions(y_true, y_prob, n_bins=10, ax=axis, name=name)
     axis.set(title="Reliability diagram", xlabel="mean predicted P(fractured)", ylabel="observed fraction fractured")

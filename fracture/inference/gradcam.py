@@ -8,9 +8,13 @@ probability with respect to it. Only taking that gradient differs between backen
 
 from __future__ import annotations
 
+import difflib
+
 import keras
 import numpy as np
 from keras import ops
+
+from fracture.errors import ConfigError
 
 
 def _gradient(head: keras.Model, activations):
@@ -40,10 +44,15 @@ class GradCAM:
     """
 
     def __init__(self, model: keras.Model, layer_name: str):
-        try:
-            target = model.get_layer(layer_name).output
-        except ValueError as error:
-            raise ValueError(f"no layer named {layer_name!r} in the model to explain") from error
+        names = [layer.name for layer in model.layers]
+        if layer_name not in names:
+            close = difflib.get_close_matches(layer_name, names, n=3, cutoff=0.5)
+            raise ConfigError(
+                f"gradcam_layer={layer_name!r} is not a layer of this model"
+                + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                + " Leave gradcam_layer=null for the backbone's last convolutional activation."
+            )
+        target = model.get_layer(layer_name).output
         self.features = keras.Model(model.inputs[0], target)
         self.head = keras.Model(target, model.outputs[0])
 

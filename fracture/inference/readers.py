@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from fracture.errors import FractureError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(FractureError):
     """An input that is not an image this reader understands; the message says why."""
 
 

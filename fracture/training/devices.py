@@ -42,11 +42,13 @@ class DataParallel:
         self.devices = devices
         self._strategy = None
         if len(devices) > 1 and keras.backend.backend() == "jax":
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+            self._strategy = keras.distribution.DataParallel(devices=devices)
         elif len(devices) > 1:
             import tensorflow as tf
 
             self._strategy = tf.distribute.MirroredStrategy(devices)
 
     def scope(self):
+        """Keras' JAX distribution or TensorFlow's strategy, for the duration of the block only: the process's
+        global distribution is restored afterwards, so other models in it are not affected."""
         return self._strategy.scope() if self._strategy is not None else contextlib.nullcontext()
