@@ -15,10 +15,14 @@ model.predict_on_batch(np.zeros((2, 32, 32, 3), "float32"))
 """
 
 
-def test_compiled_programs_are_cached_on_jax(tmp_path):
+def test_compiled_programs_are_cached_on_jax_and_reused_by_the_next_process(tmp_path):
     done = run_python(BUILD_AND_PREDICT, tmp_path / "cache", backend="jax")
     assert f"CACHE {tmp_path / 'cache'}" in done.stdout
-    assert len(list((tmp_path / "cache").iterdir())) > 5  # the build's initialisers and the predict step
+    first = sorted(path.name for path in (tmp_path / "cache").iterdir())
+    assert len(first) > 5  # the build's initialisers and the predict step
+    run_python(BUILD_AND_PREDICT, tmp_path / "cache", backend="jax")
+    # Every program of the second process was found in the cache: it compiled and wrote nothing new.
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == first
 
 
 def test_the_cache_is_a_no_op_on_tensorflow(tmp_path):

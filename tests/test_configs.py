@@ -26,10 +26,15 @@ def compose_train(tmp_path, *overrides):
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_config_option_composes(tmp_path, group, option):
-    cfg = compose_train(tmp_path, f"{group}={option}")
+def test_every_config_option_composes_and_builds_its_objects(tmp_path, group, option):
+    cfg = compose_train(tmp_path, f"{group}={option}", "data.root=/somewhere")
     OmegaConf.resolve(cfg)  # every interpolation resolves
     assert cfg.data.image_size == cfg.model.image_size
+    # What train(cfg) builds before touching data: a bad target or argument in any option fails here.
+    datamodule, classifier = build(cfg.data), build(cfg.model)
+    trainer = build(cfg.trainer, callbacks=build_all(cfg.callbacks) + build_all(cfg.logger))
+    assert isinstance(datamodule, FractureDataModule) and isinstance(classifier, FractureClassifier)
+    assert isinstance(trainer, Trainer) and datamodule.image_size == classifier.image_size
 
 
 def test_objects_built_from_the_default_config(tmp_path):

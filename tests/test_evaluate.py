@@ -5,6 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from fracture import FractureClassifier, FractureDataModule, Trainer, read_metadata
 from fracture.evaluation.evaluate import Evaluator, evaluate_checkpoint
@@ -87,3 +89,23 @@ def test_per_group_metrics_when_images_share_a_source(tmp_path, real_root):
     assert results["val/groups"] == groups == results["val/group/n"]
     assert results["val/group/n"] < results["val/n"]
     assert "independent source images" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_group_level_evaluation_on_data_with_groups(tmp_path, synthetic_checkpoint, synthetic_root):
+    """Every validation image gets a rotated copy: 16 sources, 32 images; metrics per source average them."""
+    source, _ = synthetic_checkpoint
+    root = shutil.copytree(synthetic_root, tmp_path / "data")
+    for path in sorted((root / "val").rglob("*.png")):
+        Image.open(path).rotate(90).save(path.with_name(f"{path.stem}-rotated1.png"))
+    datamodule = FractureDataModule(root, image_size=64, batch_size=16, group_by="filename")
+    ckpt = shutil.copy(source, tmp_path / "best_model.keras")
+    results = evaluate_checkpoint(ckpt, datamodule, ["val"], tmp_path / "run", bootstrap_resamples=50)
+    assert results["val/n"] == 32 and results["val/groups"] == 16 and results["val/group/n"] == 16
+
+    y, p, groups = Evaluator(ckpt, datamodule).predictions("val")
+    groups = np.asarray(groups)
+    names = sorted(set(groups))
+    labels = np.array([y[groups == name][0] for name in names])
+    means = np.array([p[groups == name].mean() for name in names])  # a source's score: its copies' mean
+    assert results["val/group/auroc"] == pytest.approx(roc_auc_score(labels, means))
+    assert "16 independent source images" in (tmp_path / "run" / "report.md").read_text()

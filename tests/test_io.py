@@ -1,0 +1,33 @@
+"""Atomic writes and the run record: what a run leaves behind when a write fails, and what it records."""
+
+import json
+
+import keras
+import pytest
+
+from fracture.io import atomic_path, write_json_atomic
+from fracture.run_info import PACKAGES, run_info
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_staging_file(tmp_path):
+    target = write_json_atomic(tmp_path / "metrics.json", {"val/auroc": 0.9})
+    with pytest.raises(RuntimeError, match="disk vanished"), atomic_path(target) as staging:
+        staging.write_text('{"val/auroc": 0.')  # half written when the writer fails
+        raise RuntimeError("disk vanished")
+    assert json.loads(target.read_text()) == {"val/auroc": 0.9}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_a_successful_atomic_write_replaces_the_file(tmp_path):
+    write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    write_json_atomic(tmp_path / "metrics.json", {"a": 2})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 2}
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_run_info_records_what_reproduces_a_run():
+    info = run_info()
+    assert info["backend"] == keras.backend.backend() and info["devices"]
+    assert set(info["packages"]) == set(PACKAGES) and info["packages"]["keras"] == keras.__version__
+    assert info["git_commit"] is None or len(info["git_commit"].split("+")[0]) == 40  # a checkout, or none
+    json.dumps(info)  # it is written to run_info.json
