@@ -88,6 +88,43 @@ def test_archives_are_structurally_identical(checkpoints):
     assert not any(name.startswith("optimizer") for name in tf_layout)
 
 
+@pytest.mark.backend
+def test_an_efficientnet_archive_stores_its_integer_weights_as_int64(tmp_path):
+    """EfficientNetB3's Normalization count is int64 on TensorFlow and int32 on JAX; fracture widens it."""
+    from fracture import FractureClassifier, load_checkpoint, save_checkpoint
+
+    model = FractureClassifier("efficientnet_b3", weights=None, image_size=32).configure_model()
+    metadata = {"image_size": 32, "positive_class": "fractured", "negative_class": "not fractured"}
+    ckpt = save_checkpoint(model, tmp_path / "best_model.keras", metadata)
+    integers = {name: dtype for name, (_, dtype) in weight_layout(ckpt).items() if "int" in dtype}
+    assert integers == {"layers/normalization/vars/2": "int64"}
+    load_checkpoint(ckpt)  # and it loads back into this backend's own (int32 on JAX) variable
+
+
+@pytest.mark.slow
+def test_efficientnet_archives_written_by_train_are_identical_across_backends(tmp_path):
+    layouts, configs = {}, {}
+    for backend in BACKENDS:
+        result = run_cli(
+            "fracture.train",
+            *DEMO_SMALL,
+            "model=effb3",
+            "model.weights=null",
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=1",
+            "evaluate=false",
+            f"paths.data_dir={tmp_path}/data",
+            f"hydra.run.dir={tmp_path}/{backend}",
+            backend=backend,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        ckpt = tmp_path / backend / "checkpoints" / "best_model.keras"
+        layouts[backend] = weight_layout(ckpt)
+        with zipfile.ZipFile(ckpt) as archive:
+            configs[backend] = strip_volatile(json.loads(archive.read("config.json")))
+    assert layouts["tensorflow"] == layouts["jax"] and configs["tensorflow"] == configs["jax"]
+
+
 def test_metadata_survives_and_records_the_writer(checkpoints):
     from fracture import read_metadata
 

@@ -68,7 +68,8 @@ def test_a_checkpoint_that_carries_code_is_refused(tmp_path):
     path = tmp_path / "lambda.keras"
     keras.Model(inputs, outputs).save(path)
     with zipfile.ZipFile(path, "a") as archive:  # make it look like fracture's own
-        archive.writestr(METADATA_MEMBER, json.dumps({"image_size": 8}))
+        fields = {"positive_class": "fractured", "negative_class": "not fractured", "image_size": 8}
+        archive.writestr(METADATA_MEMBER, json.dumps({"format": "fracture-checkpoint/2", **fields}))
     with pytest.raises(CheckpointError, match="Lambda layer, whose Python code would run"):
         load_checkpoint(path)
 
@@ -92,7 +93,7 @@ import sys
 from fracture import load_checkpoint, save_checkpoint
 model, metadata = load_checkpoint(sys.argv[1], compile=False)
 for index in range(1, 10_000):
-    save_checkpoint(model, sys.argv[2], {**metadata, "save_index": index})
+    save_checkpoint(model, sys.argv[2], {**metadata, "epoch": index})  # which save this is
     print(index, flush=True)
 """
 
@@ -118,5 +119,5 @@ def test_a_kill_during_a_save_leaves_the_previous_good_checkpoint(tmp_path, tiny
         writer.kill()
     assert writer.returncode == -signal.SIGKILL
     model, metadata = load_checkpoint(target)
-    assert metadata["save_index"] >= completed
+    assert metadata["epoch"] >= completed
     np.testing.assert_allclose(model.predict_on_batch(images), expected.predict_on_batch(images), atol=1e-6)

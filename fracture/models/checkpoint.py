@@ -21,15 +21,34 @@ from pathlib import Path
 
 import h5py
 import keras
+import numpy as np
 
 from fracture.errors import CheckpointError
 from fracture.io import atomic_path
+from fracture.models.schema import CheckpointMetadata
 
 METADATA_MEMBER = "fracture.json"
 
 
-def _without_optimizer(weights_h5: bytes) -> bytes:
-    """The `model.weights.h5` member with the optimizer's variables left out."""
+def _widen_integers(group: h5py.Group) -> None:
+    """Store every signed integer weight as int64, whichever backend wrote it.
+
+    EfficientNet's Normalization layer counts the samples it adapted to in an integer weight, which
+    TensorFlow saves as int64 and JAX as int32; the archives would differ by that dtype alone. Both backends
+    load an int64 count into their own variable.
+    """
+    for name, item in list(group.items()):
+        if isinstance(item, h5py.Group):
+            _widen_integers(item)
+        elif item.dtype.kind == "i" and item.dtype != np.int64:
+            data, attrs = item[()], dict(item.attrs)
+            del group[name]
+            group.create_dataset(name, data=np.asarray(data, np.int64))
+            group[name].attrs.update(attrs)
+
+
+def _portable_weights(weights_h5: bytes) -> bytes:
+    """The `model.weights.h5` member without the optimizer's variables and with integers widened to int64."""
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "in.h5", Path(folder) / "out.h5"
         source.write_bytes(weights_h5)
@@ -38,6 +57,7 @@ def _without_optimizer(weights_h5: bytes) -> bytes:
                 if name != "optimizer":
                     full.copy(full[name], lean, name=name)
             lean.attrs.update(full.attrs)
+            _widen_integers(lean)
         return target.read_bytes()
 
 
@@ -53,24 +73,27 @@ def _rewrite_archive(source: Path, target: Path, metadata: dict, strip_compile_s
                 config.pop("compile_config", None)
                 data = json.dumps(config)
             elif strip_compile_state and item.filename == "model.weights.h5":
-                data = _without_optimizer(data)
+                data = _portable_weights(data)
             new.writestr(item, data)
         new.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
 
 
-def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict) -> Path:
+def save_checkpoint(model: keras.Model, path: str | Path, metadata: CheckpointMetadata | dict) -> Path:
     """Write `model` and `metadata` to `path`; readers see the old file or the new one, never a torn one."""
     path = Path(path)
+    if isinstance(metadata, dict):
+        metadata = CheckpointMetadata.from_json(metadata, str(path))
     with tempfile.TemporaryDirectory() as scratch:
         saved = Path(scratch) / path.name  # Keras' own archive, before fracture rewrites it
         model.save(saved)
         with atomic_path(path) as staging:
-            _rewrite_archive(saved, staging, metadata, strip_compile_state=True)
+            _rewrite_archive(saved, staging, metadata.to_json(), strip_compile_state=True)
     return path
 
 
-def read_metadata(path: str | Path) -> dict:
-    """The fracture metadata stored in a checkpoint; `CheckpointError` if the file is not a fracture checkpoint."""
+def read_schema(path: str | Path) -> CheckpointMetadata:
+    """The fracture metadata stored in a checkpoint; `CheckpointError` if the file is not a fracture checkpoint
+    or was written by a newer fracture."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
@@ -78,17 +101,24 @@ def read_metadata(path: str | Path) -> dict:
         )
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(METADATA_MEMBER))
+            stored = json.loads(archive.read(METADATA_MEMBER))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
         raise CheckpointError(
             f"{path} is not a fracture checkpoint ({error}). Pass a .keras file written by fracture.train."
         ) from error
+    return CheckpointMetadata.from_json(stored, str(path))
+
+
+def read_metadata(path: str | Path) -> dict:
+    """`read_schema` as a plain dict of the schema's fields (and its `format`)."""
+    return read_schema(path).to_json()
 
 
 def update_metadata(path: str | Path, **changes) -> dict:
-    """Rewrite the metadata of a checkpoint in place (atomically), e.g. to store a new decision threshold."""
+    """Rewrite fields of a checkpoint's metadata in place, atomically and all at once (e.g. the threshold
+    and the calibration that evaluation chose together)."""
     path = Path(path)
-    metadata = {**read_metadata(path), **changes}
+    metadata = read_schema(path).replace(**changes).to_json()
     with atomic_path(path) as staging:
         _rewrite_archive(path, staging, metadata)
     return metadata

@@ -11,6 +11,7 @@ import numpy as np
 from fracture.errors import ConfigError
 from fracture.io import atomic_path
 from fracture.models.checkpoint import read_metadata, save_checkpoint
+from fracture.models.schema import CheckpointMetadata
 from fracture.training.metric_names import slash_logs, to_keras
 
 
@@ -41,7 +42,7 @@ class ModelCheckpoint(keras.callbacks.Callback):
         self.best_score = -math.inf if mode == "max" else math.inf
         self.best_epoch: int | None = None
         self.best_logs: dict[str, float] = {}
-        self.metadata: dict = {}
+        self.metadata: CheckpointMetadata | None = None  # set by the Trainer before training
 
     def on_train_begin(self, logs=None):
         """Continue from a best model already in `dirpath` (a resumed run), so a worse one never replaces it."""
@@ -59,7 +60,9 @@ class ModelCheckpoint(keras.callbacks.Callback):
         if self.monitor not in logs:
             raise ConfigError(f"checkpoint monitor {self.monitor!r} was not logged; logged metrics: {sorted(logs)}.")
         score = logs[self.monitor]
-        metadata = {**self.metadata, "epoch": epoch + 1, "monitor": self.monitor, "score": score, "logs": logs}
+        if self.metadata is None:
+            raise ConfigError("ModelCheckpoint.metadata is unset: let a fracture Trainer run this callback.")
+        metadata = self.metadata.replace(epoch=epoch + 1, monitor=self.monitor, score=score, logs=logs)
         if self._improved(score) or self.best_epoch is None:
             self.best_score, self.best_epoch, self.best_logs = score, epoch + 1, logs
             save_checkpoint(self.model, self.best_path, metadata)

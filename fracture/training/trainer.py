@@ -17,6 +17,7 @@ from fracture.data.pipeline import predict_full_batches
 from fracture.errors import ConfigError
 from fracture.io import check_writable
 from fracture.models.classifier import FractureClassifier
+from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
 from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes
@@ -151,21 +152,18 @@ class Trainer:
         val, _ = self._limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
         return train, steps, val
 
-    def checkpoint_metadata(self, classifier: FractureClassifier, datamodule) -> dict:
+    def checkpoint_metadata(self, classifier: FractureClassifier, datamodule) -> CheckpointMetadata:
         """What a checkpoint needs to be used without its config: classes, input size, threshold, origin."""
         positive, negative = datamodule.class_names
-        return {
-            "format": "fracture-checkpoint/1",
-            "positive_class": positive,
-            "negative_class": negative,
-            "image_size": classifier.image_size,
-            "threshold": 0.5,
-            "threshold_source": "default",
-            "hparams": classifier.hparams(),
-            "backend": keras.backend.backend(),
-            "keras_version": keras.__version__,
-            "precision": self.precision,
-        }
+        return CheckpointMetadata(
+            positive_class=positive,
+            negative_class=negative,
+            image_size=classifier.image_size,
+            hparams=classifier.hparams(),
+            backend=keras.backend.backend(),
+            keras_version=keras.__version__,
+            precision=self.precision,
+        )
 
     # ------------------------------------------------------------------ loops
     def _resumable(self, stage: str) -> tuple[list[keras.callbacks.Callback], int]:
