@@ -45,12 +45,12 @@ def write_json_atomic(path: str | Path, data) -> Path:
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
-    """The per-epoch rows of a Keras `CSVLogger` file, as floats, one per epoch.
+    """The per-epoch rows of a `history.csv` (fracture.training.callbacks.CSVLogger), as floats, one per epoch.
 
     A run that was killed and resumed can log an epoch twice; the later row wins.
     """
     with open(path, newline="") as file:
-        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+        rows = [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(file)]
     by_epoch = {row.get("epoch", index): row for index, row in enumerate(rows)}
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 

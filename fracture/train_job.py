@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -27,7 +28,6 @@ from fracture.io import check_writable, read_history, write_json_atomic
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
 from fracture.training.guards import RunStopped, TrainingInterrupted
-from fracture.training.metric_names import slash_logs
 from fracture.training.progress import console, summary_table
 
 
@@ -51,6 +51,16 @@ def point_at_run_to_resume(cfg: DictConfig) -> None:
     log.info("resuming the run in %s", target)
     with open_dict(cfg):
         cfg.paths.output_dir = str(target)  # checkpoints, logs and metrics continue in the old folder
+
+
+def best_value(history: list[dict[str, float]], name: str) -> float:
+    """`optimized_metric`: the best value of `name` over every epoch of the run (the lowest for a loss, else
+    the highest), whether or not a checkpoint callback kept that epoch."""
+    values = np.array([row[name] for row in history if name in row], dtype=float)
+    if values.size == 0:
+        logged = sorted(history[-1]) if history else []
+        raise ConfigError(f"optimized_metric {name!r} was never logged; logged: {logged}.")
+    return float(np.nanmin(values) if name.endswith("loss") else np.nanmax(values))
 
 
 def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
@@ -122,7 +132,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     history_csv = output_dir / "history.csv"
     history = read_history(history_csv) if history_csv.is_file() else trainer.history
     if not metrics and history:  # resumed after every epoch had finished: the last logged epoch is final
-        metrics = slash_logs({key: value for key, value in history[-1].items() if key != "epoch"})
+        metrics = {key: value for key, value in history[-1].items() if key != "epoch"}
     metrics["status"] = "finished"
     metrics["epochs"] = trainer.current_epoch
     metrics.update(metrics_from_data)
@@ -131,10 +141,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["best/epoch"] = checkpoint.best_epoch
         metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
         metrics["best/checkpoint"] = str(checkpoint.best_path)
-    objective = f"best/{cfg.optimized_metric}" if f"best/{cfg.optimized_metric}" in metrics else cfg.optimized_metric
-    if objective not in metrics:
-        raise ConfigError(f"optimized_metric {cfg.optimized_metric!r} was never logged; logged: {sorted(metrics)}.")
-    metrics["optimized_metric"] = metrics[objective]
+    metrics["optimized_metric"] = best_value(history, cfg.optimized_metric)
 
     write_json_atomic(output_dir / "metrics.json", metrics)
     console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))

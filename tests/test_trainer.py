@@ -17,15 +17,17 @@ def tiny():
 
 def test_fit_logs_slash_metrics_and_keeps_the_best_checkpoint(tmp_path, synthetic_root):
     datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, augmentation={})
-    checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/auc")
+    checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/auc_approx")
     trainer = Trainer(epochs=2, callbacks=[checkpoint], progress=False)
     metrics = trainer.fit(tiny(), datamodule)
-    assert {"train/loss", "train/auc", "val/loss", "val/auc", "val/precision", "val/recall"} <= set(metrics)
+    assert {"train/loss", "train/auc_approx", "val/loss", "val/auc_approx", "val/precision", "val/recall"} <= set(
+        metrics
+    )
     assert trainer.current_epoch == 2 and len(trainer.history) == 2
-    val_auc = [row["val_auc"] for row in trainer.history]
-    assert checkpoint.best_epoch == 1 + int(np.argmax(val_auc))  # the first epoch with the highest val/auc
+    val_auc = [row["val/auc_approx"] for row in trainer.history]
+    assert checkpoint.best_epoch == 1 + int(np.argmax(val_auc))  # the first epoch with the highest val/auc_approx
     assert checkpoint.best_score == pytest.approx(max(val_auc))
-    assert checkpoint.best_score == pytest.approx(trainer.history[checkpoint.best_epoch - 1]["val_auc"])
+    assert checkpoint.best_score == pytest.approx(trainer.history[checkpoint.best_epoch - 1]["val/auc_approx"])
     metadata = read_metadata(checkpoint.best_path)
     assert metadata["positive_class"] == "fractured" and metadata["threshold"] == 0.5
     assert metadata["epoch"] == checkpoint.best_epoch and metadata["image_size"] == 64
@@ -62,7 +64,7 @@ def test_overfitting_two_batches_drives_the_loss_down(synthetic_root):
     )
     trainer = Trainer(epochs=25, overfit_batches=2, progress=False)
     trainer.fit(classifier, datamodule)
-    losses = [epoch["loss"] for epoch in trainer.history]
+    losses = [epoch["train/loss"] for epoch in trainer.history]
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -71,8 +73,8 @@ def test_validate_test_and_predict(synthetic_root):
     trainer = Trainer(epochs=1, limit_train_batches=2, progress=False)
     classifier = tiny()
     trainer.fit(classifier, datamodule)
-    assert set(trainer.validate(classifier, datamodule)) >= {"val/loss", "val/auc"}
-    assert set(trainer.test(classifier, datamodule)) >= {"test/loss", "test/auc"}
+    assert set(trainer.validate(classifier, datamodule)) >= {"val/loss", "val/auc_approx"}
+    assert set(trainer.test(classifier, datamodule)) >= {"test/loss", "test/auc_approx"}
     probabilities = trainer.predict(classifier, datamodule, "test")
     assert probabilities.shape == (16,) and np.all((probabilities >= 0) & (probabilities <= 1))
 

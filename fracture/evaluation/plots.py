@@ -23,15 +23,15 @@ def _save(figure, path: Path) -> Path:
 
 
 def training_curves(history: list[dict[str, float]], path: Path) -> Path:
-    """Loss, accuracy and AUC per epoch, training against validation."""
-    names = [name for name in ("loss", "accuracy", "auc") if history and name in history[0]]
+    """Loss, accuracy and AUC per epoch, training against validation (rows with `train/...`, `val/...` keys)."""
+    names = [name for name in ("loss", "accuracy", "auc_approx") if history and f"train/{name}" in history[0]]
     figure = Figure(figsize=(4.5 * len(names), 3.6))
     axes = figure.subplots(1, len(names), squeeze=False)
     epochs = np.arange(1, len(history) + 1)
     for axis, name in zip(axes[0], names, strict=True):
-        axis.plot(epochs, [row[name] for row in history], marker="o", label="train")
-        if f"val_{name}" in history[0]:
-            axis.plot(epochs, [row[f"val_{name}"] for row in history], marker="o", label="validation")
+        axis.plot(epochs, [row[f"train/{name}"] for row in history], marker="o", label="train")
+        if f"val/{name}" in history[0]:
+            axis.plot(epochs, [row[f"val/{name}"] for row in history], marker="o", label="validation")
         axis.set(title=name, xlabel="epoch", ylabel=name)
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.legend()

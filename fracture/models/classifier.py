@@ -21,7 +21,9 @@ METRIC_FACTORIES = {
     "accuracy": lambda: keras.metrics.BinaryAccuracy(name="accuracy"),
     "precision": lambda: keras.metrics.Precision(name="precision"),
     "recall": lambda: keras.metrics.Recall(name="recall"),
-    "auc": lambda: keras.metrics.AUC(name="auc"),
+    # Keras' AUC, summed over 200 fixed thresholds while batches stream by: an approximation, named as one so
+    # that it is never mistaken for evaluation's exact `auroc` (scikit-learn, on the best checkpoint).
+    "auc_approx": lambda: keras.metrics.AUC(name="auc_approx"),
 }
 # A fine-tuning "block": EfficientNet's block1a..block7b and its top conv, or a tiny CNN conv block.
 BLOCK_NAME = re.compile(r"^(block\d+[a-z]|top|tiny_conv\d+)_")
@@ -62,7 +64,7 @@ class FractureClassifier:
         freeze_base: train the head only. None means: freeze when the backbone is pretrained.
         dense_units, noise_stddev, dropout: the head's settings.
         optimizer: an `OptimizerSpec` or a dict of its fields.
-        metrics: names from accuracy, precision, recall, auc.
+        metrics: names from accuracy, precision, recall, auc_approx.
     """
 
     def __init__(
@@ -75,7 +77,7 @@ class FractureClassifier:
         noise_stddev: float = 0.25,
         dropout: float = 0.25,
         optimizer: OptimizerSpec | dict | None = None,
-        metrics: tuple[str, ...] | list[str] = ("accuracy", "precision", "recall", "auc"),
+        metrics: tuple[str, ...] | list[str] = ("accuracy", "precision", "recall", "auc_approx"),
     ):
         if backbone not in BACKBONES:
             raise ConfigError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")

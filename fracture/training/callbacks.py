@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class ModelCheckpoint(keras.callbacks.Callback):
     def __init__(
         self,
         dirpath: str,
-        monitor: str = "val/auc",
+        monitor: str = "val/auc_approx",
         mode: str = "max",
         save_last: bool = True,
         filename: str = "best_model.keras",
@@ -98,6 +99,39 @@ def reduce_lr_on_plateau(monitor: str = "val/loss", **options) -> keras.callback
     return keras.callbacks.ReduceLROnPlateau(monitor=to_keras(monitor), **options)
 
 
-def early_stopping(monitor: str = "val/auc", **options) -> keras.callbacks.EarlyStopping:
+def early_stopping(monitor: str = "val/auc_approx", **options) -> keras.callbacks.EarlyStopping:
     """`keras.callbacks.EarlyStopping` watching a slash-named metric."""
     return keras.callbacks.EarlyStopping(monitor=to_keras(monitor), **options)
+
+
+class CSVLogger(keras.callbacks.Callback):
+    """One row per epoch in a CSV file with fracture's slash names (`epoch`, `train/loss`, `val/auc_approx`, ...).
+
+    With `append`, a resumed run adds its epochs to the file it finds; its header is kept. (Keras' own
+    CSVLogger assumes Keras' `val_` names and would add empty columns for slash names.)
+    """
+
+    def __init__(self, filename: str | Path, append: bool = True):
+        super().__init__()
+        self.path = Path(filename)
+        self.append = append
+
+    def on_train_begin(self, logs=None):
+        if not self.append:
+            self.path.unlink(missing_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **slash_logs(logs)}
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if exists:
+            with open(self.path, newline="") as file:
+                columns = next(csv.reader(file))
+        else:
+            columns = list(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore", restval="")
+            if not exists:
+                writer.writeheader()
+            writer.writerow(row)
+            file.flush()

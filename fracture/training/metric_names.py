@@ -1,4 +1,4 @@
-"""Translate Keras' log keys (`loss`, `val_auc`) to fracture's slash-namespaced keys (`train/loss`, `val/auc`)."""
+"""Translate Keras' log keys (`loss`, `val_auc_approx`) to the slash names users read (`train/loss`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fracture.errors import ConfigError
 
 
 def to_slash(keras_key: str) -> str:
-    """`val_auc` -> `val/auc`, `auc` -> `train/auc`, `learning_rate` -> `train/lr`."""
+    """`val_auc_approx` -> `val/auc_approx`, `auc_approx` -> `train/auc_approx`, `learning_rate` -> `train/lr`."""
     if keras_key == "learning_rate":
         return "train/lr"
     if keras_key.startswith("val_"):
@@ -15,10 +15,10 @@ def to_slash(keras_key: str) -> str:
 
 
 def to_keras(slash_key: str) -> str:
-    """`val/auc` -> `val_auc`, `train/loss` -> `loss`."""
+    """`val/auc_approx` -> `val_auc_approx`, `train/loss` -> `loss`."""
     split, _, name = slash_key.partition("/")
     if split not in ("train", "val") or not name:
-        raise ConfigError(f"metric {slash_key!r} must look like train/<name> or val/<name>, e.g. val/auc.")
+        raise ConfigError(f"metric {slash_key!r} must look like train/<name> or val/<name>, e.g. val/auc_approx.")
     return name if split == "train" else f"val_{name}"
 
 

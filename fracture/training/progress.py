@@ -26,7 +26,7 @@ def progress_bar(*extra_columns) -> Progress:
     )
 
 
-def _format_logs(logs: dict[str, float], keys=("train/loss", "train/auc", "val/loss", "val/auc")) -> str:
+def _format_logs(logs: dict[str, float], keys=("train/loss", "train/auc_approx", "val/loss", "val/auc_approx")) -> str:
     return "  ".join(f"{key} {logs[key]:.4f}" for key in keys if key in logs)
 
 

@@ -240,10 +240,10 @@ class Trainer:
         if profiler:
             console.print(profiler.table())
         for index in range(len(history.epoch)):
-            self.history.append({key: float(values[index]) for key, values in history.history.items()})
+            self.history.append(slash_logs({key: values[index] for key, values in history.history.items()}))
         # history.epoch holds absolute epoch numbers; it is empty when a resumed stage had already finished.
         self.current_epoch = history.epoch[-1] + 1 if history.epoch else end_epoch
-        return slash_logs(self.history[-1]) if self.history else {}
+        return dict(self.history[-1]) if self.history else {}
 
     def _evaluate(self, classifier: FractureClassifier, dataset, prefix: str) -> dict[str, float]:
         model = self.build(classifier)
