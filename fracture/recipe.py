@@ -1,0 +1,134 @@
+"""The notebook's recipe with plain Python arguments: train (then optionally fine-tune), record, evaluate.
+
+    from fracture import FractureClassifier, FractureDataModule, Trainer
+    from fracture.recipe import run_recipe
+    from fracture.training.callbacks import CSVLogger, ModelCheckpoint
+
+    data = FractureDataModule("data/bone-fracture-detection", augmentation={})
+    trainer = Trainer(epochs=10, callbacks=[ModelCheckpoint("runs/a/checkpoints"), CSVLogger("runs/a/history.csv")])
+    metrics = run_recipe(data, FractureClassifier(), trainer, "runs/a", finetune_blocks=2, finetune_epochs=3)
+
+`python -m fracture.train` builds the same three objects from its config and calls `run_recipe`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fracture.data.health import record_problems
+from fracture.errors import ConfigError
+from fracture.evaluation import plots
+from fracture.evaluation.evaluate import evaluate_checkpoint
+from fracture.evaluation.summary import print_summary
+from fracture.io import read_history, write_json_atomic
+from fracture.training.guards import RunStopped
+from fracture.training.progress import console, summary_table
+
+log = logging.getLogger("fracture")
+
+
+def best_value(history: list[dict[str, float]], name: str) -> float:
+    """`optimized_metric`: the best value of `name` over every epoch of the run (the lowest for a loss, else
+    the highest), whether or not a checkpoint callback kept that epoch."""
+    values = np.array([row[name] for row in history if name in row], dtype=float)
+    if values.size == 0:
+        logged = sorted(history[-1]) if history else []
+        raise ConfigError(f"optimized_metric {name!r} was never logged; logged: {logged}.")
+    return float(np.nanmin(values) if name.endswith("loss") else np.nanmax(values))
+
+
+def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
+    """`metrics.json` for a run that stopped early: why, where, and the best finished epoch."""
+    metrics = {
+        "status": stop.status,
+        "stopped/reason": str(stop),
+        "stopped/epoch": stop.epoch,
+        "stopped/batch": stop.batch,
+        "epochs": stop.epoch - 1,
+    }
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_epoch is not None:
+        metrics.update({"best/epoch": checkpoint.best_epoch, "best/checkpoint": str(checkpoint.best_path)})
+        metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
+    write_json_atomic(output_dir / "metrics.json", metrics)
+
+
+def run_recipe(
+    datamodule,
+    classifier,
+    trainer,
+    output_dir: str | Path,
+    *,
+    optimized_metric: str = "val/auc_approx",
+    finetune_blocks: int = 0,
+    finetune_epochs: int = 0,
+    finetune_lr: float = 1e-5,
+    evaluate: bool = True,
+    eval_options: dict | None = None,
+    seed: int = 42,
+) -> dict[str, float]:
+    """Fit `classifier` on `datamodule` with `trainer`, fine-tune the top `finetune_blocks` blocks for
+    `finetune_epochs` at `finetune_lr` if asked, write `metrics.json`, `split.csv`, the training curves and
+    (with `evaluate`) the evaluation of the best checkpoint into `output_dir`; returns the metrics, with
+    `optimized_metric`. `eval_options` go to `evaluate_checkpoint` (target_sensitivity, calibration, ...).
+    A run stopped early (NaN loss, Ctrl-C) records why in `metrics.json` and raises `RunStopped`.
+    """
+    output_dir = Path(output_dir)
+    console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
+    datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
+    log.info(
+        "backend %s, devices %s, jit_compile %s, precision %s",
+        keras.backend.backend(),
+        trainer.parallel.devices,
+        trainer.jit_compile,
+        trainer.precision,
+    )
+
+    try:
+        metrics = trainer.fit(classifier, datamodule, stage="head" if finetune_blocks else "")
+        if finetune_blocks and finetune_epochs:
+            unfrozen = classifier.unfreeze_top_blocks(finetune_blocks)
+            log.info("fine-tuning blocks %s at lr %g", unfrozen, finetune_lr)
+            metrics = trainer.fit(
+                classifier, datamodule, epochs=finetune_epochs, learning_rate=finetune_lr, stage="finetune"
+            )
+    except RunStopped as stop:
+        record_stop(stop, trainer, output_dir)
+        raise
+
+    datamodule.recheck()  # files deleted or replaced while training went on
+    metrics_from_data = record_problems(datamodule.file_problems(), output_dir)
+    # history.csv spans every epoch, also those before a resume; trainer.history only this process's.
+    history_csv = output_dir / "history.csv"
+    history = read_history(history_csv) if history_csv.is_file() else trainer.history
+    if not metrics and history:  # resumed after every epoch had finished: the last logged epoch is final
+        metrics = {key: value for key, value in history[-1].items() if key != "epoch"}
+    metrics["status"] = "finished"
+    metrics["epochs"] = trainer.current_epoch
+    metrics.update(metrics_from_data)
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_epoch is not None:
+        metrics["best/epoch"] = checkpoint.best_epoch
+        metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
+        metrics["best/checkpoint"] = str(checkpoint.best_path)
+    metrics["optimized_metric"] = best_value(history, optimized_metric)
+
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
+    curves = plots.training_curves(history, output_dir / "plots" / "training_curves.png")
+
+    if evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
+        splits = [split for split in ("val", "test") if datamodule.has_split(split)]
+        options = {"seed": seed, "training_curves": curves, **(eval_options or {})}
+        evaluation = evaluate_checkpoint(checkpoint.best_path, datamodule, splits, output_dir, **options)
+        metrics.update(evaluation)
+        print_summary(evaluation, splits, output_dir)
+    if trainer.backup_dir is not None:
+        shutil.rmtree(trainer.backup_dir, ignore_errors=True)  # finished: nothing left to resume
+    console.print(f"run folder: {output_dir}")
+    return metrics

@@ -1,0 +1,38 @@
+"""The train, fine-tune and evaluate recipe with plain Python arguments, as a library user calls it."""
+
+import json
+
+from conftest import run_python
+
+from fracture.io import read_history
+
+RECIPE = """
+import sys
+from pathlib import Path
+from fracture import FractureClassifier, Trainer, write_synthetic_dataset
+from fracture.data.datamodule import FractureDataModule
+from fracture.recipe import run_recipe
+from fracture.training.callbacks import CSVLogger, ModelCheckpoint
+
+out = Path(sys.argv[1])
+root = write_synthetic_dataset(out / "data", 16, 8, 4, image_size=64, seed=0)
+data = FractureDataModule(root, image_size=48, batch_size=16, group_by=None)
+model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=16, freeze_base=True)
+logs = [ModelCheckpoint(out / "run" / "checkpoints"), CSVLogger(out / "run" / "history.csv")]
+trainer = Trainer(epochs=1, progress=False, callbacks=logs)
+options = {"finetune_blocks": 1, "finetune_epochs": 1, "eval_options": {"bootstrap_resamples": 20}}
+metrics = run_recipe(data, model, trainer, out / "run", **options)
+assert "hydra" not in sys.modules, "the library recipe imported Hydra"
+print("EPOCHS", metrics["epochs"], "AUROC", metrics["test/auroc"])
+"""
+
+
+def test_the_recipe_runs_with_plain_arguments_and_without_hydra(tmp_path):
+    done = run_python(RECIPE, tmp_path)
+    assert "EPOCHS 2 " in done.stdout  # one frozen-base epoch, then one fine-tuning epoch
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs"] == 2 and "test/auroc" in metrics
+    history = read_history(tmp_path / "run" / "history.csv")
+    assert len(history) == 2 and metrics["optimized_metric"] == max(row["val/auc_approx"] for row in history)
+    for name in ("split.csv", "history.csv", "report.md", "plots/training_curves.png"):
+        assert (tmp_path / "run" / name).is_file(), name
