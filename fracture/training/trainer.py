@@ -6,7 +6,6 @@ network lives in the classifier and the data in the data module.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,12 +17,13 @@ from fracture.errors import ConfigError
 from fracture.io import check_writable
 from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
-from fracture.training.callbacks import ModelCheckpoint, RandomStateBackup
+from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress, console
+from fracture.training.resume import StageBackup, epoch_stream, epochs_to_skip
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 log = logging.getLogger(__name__)
@@ -166,15 +166,21 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ loops
-    def _resumable(self, stage: str) -> tuple[list[keras.callbacks.Callback], int]:
-        """Callbacks that back the stage up every epoch, and how many of its epochs a backup says are done."""
-        stage_dir = self.backup_dir / (stage or "fit")
-        state = stage_dir / "training_metadata.json"
-        finished = int(json.loads(state.read_text())["epoch"]) if state.is_file() else self.current_epoch
-        if finished > self.current_epoch:
-            log.info("resuming stage %r after epoch %d from %s", stage or "fit", finished, stage_dir)
-        backup = keras.callbacks.BackupAndRestore(stage_dir, double_checkpoint=True, delete_checkpoint=False)
-        return [backup, RandomStateBackup(stage_dir)], finished - self.current_epoch
+    def _callbacks(self, backup: StageBackup | None, progress, interrupt) -> list[keras.callbacks.Callback]:
+        """The order matters: the divergence guard first (it must stop before anything saves NaN weights),
+        then the backups (saved before loggers record the epoch), the user's callbacks, the interrupt guard
+        and the progress bars; a profiler wraps them all."""
+        callbacks = [DivergenceGuard(), *(backup.callbacks() if backup else []), *self.callbacks, interrupt]
+        callbacks += [progress] if progress else []
+        return callbacks
+
+    @staticmethod
+    def _build_metrics_apart_from_the_stream(model, batch_size: int, image_size: int) -> None:
+        """Keras' JAX trainer builds unbuilt metrics by peeking at a batch through an extra iterator over the
+        training stream, which would advance the augmentation RNG (and a resume's skip) once more than on
+        TensorFlow. Building them on a batch of zeros keeps the stream for training alone."""
+        shape = (batch_size, image_size, image_size, 3)
+        model.evaluate(np.zeros(shape, "float32"), np.zeros((shape[0], 1), "float32"), verbose=0)
 
     def fit(
         self,
@@ -194,30 +200,21 @@ class Trainer:
         with self.parallel.scope():
             model = classifier.compile(jit_compile=self.jit_compile, learning_rate=learning_rate)
         train, steps, val = self._training_data(datamodule)
-        # One endless stream, `steps` batches an epoch, reshuffled and re-augmented at every repetition: epoch
-        # k's data depend only on the seed and k, not on how often Keras re-creates iterators.
-        train = train.repeat()
         end_epoch = self.current_epoch + (1 if self.fast_dev_run else epochs or self.epochs)
+        backup = StageBackup(self.backup_dir, stage) if self.backup_dir is not None else None
+        skip = epochs_to_skip(backup.finished_epochs() if backup else None, self.current_epoch, end_epoch)
+        if skip:
+            log.info("resuming stage %r after %d finished epoch(s) from %s", backup.stage, skip, backup.folder)
+        train = epoch_stream(train, steps, skip)
         if self.checkpoint_callback is not None:
             self.checkpoint_callback.metadata = self.checkpoint_metadata(classifier, datamodule)
-        callbacks = list(self.callbacks)
-        if self.backup_dir is not None:  # first, so that they have saved before loggers record the epoch
-            backups, finished = self._resumable(stage)
-            callbacks = backups + callbacks
-            if 0 < finished < end_epoch - self.current_epoch:
-                # Draw and drop the finished epochs' batches: same shuffles and augmentations as before.
-                train = train.skip(finished * steps)
         progress = RichProgress(steps, end_epoch, stage) if self.progress else None
         interrupt = InterruptGuard()
-        callbacks = [DivergenceGuard(), *callbacks, interrupt] + ([progress] if progress else [])
+        callbacks = self._callbacks(backup, progress, interrupt)
         for folder in filter(None, (self.backup_dir, getattr(self.checkpoint_callback, "dirpath", None))):
             check_writable(folder, checkpoint_bytes(model))  # fail now, not at the first save an epoch later
         if keras.backend.backend() == "jax":
-            # Keras' JAX trainer builds unbuilt metrics by peeking at a batch through an extra iterator over
-            # the training stream, which would advance the augmentation RNG (and a resume's skip) once more
-            # than on TensorFlow. Building them on a batch of zeros keeps the stream for training alone.
-            shape = (datamodule.batch_size, classifier.image_size, classifier.image_size, 3)
-            model.evaluate(np.zeros(shape, "float32"), np.zeros((shape[0], 1), "float32"), verbose=0)
+            self._build_metrics_apart_from_the_stream(model, datamodule.batch_size, classifier.image_size)
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
             callbacks = [profiler.first, *callbacks, profiler.last]

@@ -1,0 +1,53 @@
+"""Resuming a training stage from its per-epoch backup, so that a resumed run matches an uninterrupted one.
+
+Each stage (`fit`, `head`, `finetune`) backs up after every epoch into `<backup_dir>/<stage>/`: Keras'
+BackupAndRestore keeps weights, optimizer and epoch, `RandomStateBackup` the noise and dropout generators.
+On the next `fit` with the same folder Keras restores that state; this module reads how many epochs the
+backup holds, and makes the training stream draw and drop exactly the batches of those epochs, so that
+epoch k sees the shuffle and augmentation it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+
+from fracture.training.callbacks import RandomStateBackup
+
+# Written by keras.callbacks.BackupAndRestore next to its checkpoint: {"epoch": <epochs finished>, ...}.
+KERAS_BACKUP_STATE = "training_metadata.json"
+
+
+class StageBackup:
+    """The backup folder of one training stage."""
+
+    def __init__(self, backup_dir: str | Path, stage: str):
+        self.stage = stage or "fit"
+        self.folder = Path(backup_dir) / self.stage
+
+    def finished_epochs(self) -> int | None:
+        """How many epochs (counted from the run's start) the backup holds; None when there is none."""
+        state = self.folder / KERAS_BACKUP_STATE
+        return int(json.loads(state.read_text())["epoch"]) if state.is_file() else None
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        """Back the stage up after every epoch; put them before loggers, so the state is saved first."""
+        keras_backup = keras.callbacks.BackupAndRestore(self.folder, double_checkpoint=True, delete_checkpoint=False)
+        return [keras_backup, RandomStateBackup(self.folder)]
+
+
+def epochs_to_skip(finished: int | None, current_epoch: int, end_epoch: int) -> int:
+    """Epochs of this stage that a backup already holds, and that the stream must skip (0 when none, or when
+    the backup holds the whole stage: Keras then runs no epoch at all)."""
+    done = 0 if finished is None else finished - current_epoch
+    return done if 0 < done < end_epoch - current_epoch else 0
+
+
+def epoch_stream(train, steps: int, skip_epochs: int = 0):
+    """One endless stream, `steps` batches an epoch, reshuffled and re-augmented at every repetition, so that
+    epoch k's data depend only on the seed and k, not on how often Keras re-creates iterators; the first
+    `skip_epochs` epochs' batches are drawn and dropped."""
+    train = train.repeat()
+    return train.skip(skip_epochs * steps) if skip_epochs else train
