@@ -10,24 +10,19 @@ that both see the same machine load. Each timing covers reading, resizing and th
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
 import keras
-from predict_latency import random_checkpoint, random_xray, summary, time_one
+from predict_latency import latency_arguments, random_checkpoint, random_xray, summary, time_one
 
 from fracture import load_predictor
 from fracture.deployment.recipe import export_checkpoint
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--image", type=Path, help="an X-ray to predict (default: a random 512 px image)")
-    args = parser.parse_args()
+    args = latency_arguments(__doc__.splitlines()[0])
 
     with tempfile.TemporaryDirectory() as folder:
         image = args.image or random_xray(Path(folder))

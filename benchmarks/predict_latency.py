@@ -62,12 +62,17 @@ def summary(timings_ms: list[float]) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def latency_arguments(description: str) -> argparse.Namespace:
+    """The options both latency benchmarks take: image size, repeats, and an X-ray to predict."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--image", type=Path, help="an X-ray to predict (default: a random 512 px image)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = latency_arguments(__doc__.splitlines()[0])
 
     with tempfile.TemporaryDirectory() as folder:
         image = args.image or random_xray(Path(folder))
