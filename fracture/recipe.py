@@ -51,11 +51,17 @@ def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
         "stopped/batch": stop.batch,
         "epochs": stop.epoch - 1,
     }
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_epoch is not None:
-        metrics.update({"best/epoch": checkpoint.best_epoch, "best/checkpoint": str(checkpoint.best_path)})
-        metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
+    metrics.update(best_checkpoint_metrics(trainer))
     write_json_atomic(output_dir / "metrics.json", metrics)
+
+
+def best_checkpoint_metrics(trainer) -> dict:
+    """`best/epoch`, `best/checkpoint` and the best epoch's logs, when a checkpoint callback kept one."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or checkpoint.best_epoch is None:
+        return {}
+    best = {f"best/{key}": value for key, value in checkpoint.best_logs.items()}
+    return {**best, "best/epoch": checkpoint.best_epoch, "best/checkpoint": str(checkpoint.best_path)}
 
 
 def run_recipe(
@@ -75,7 +81,8 @@ def run_recipe(
     """Fit `classifier` on `datamodule` with `trainer`, fine-tune the top `finetune_blocks` blocks for
     `finetune_epochs` at `finetune_lr` if asked, write `metrics.json`, `split.csv`, the training curves and
     (with `evaluate`) the evaluation of the best checkpoint into `output_dir`; returns the metrics, with
-    `optimized_metric`. `eval_options` go to `evaluate_checkpoint` (target_sensitivity, calibration, ...).
+    `optimized_metric`. `eval_options` go to `evaluate_checkpoint` (target_sensitivity, calibration, ...);
+    `seed` seeds its bootstrap (seed Keras yourself, with `keras.utils.set_random_seed`, before building).
     A run stopped early (NaN loss, Ctrl-C) records why in `metrics.json` and raises `RunStopped`.
     """
     output_dir = Path(output_dir)
@@ -111,17 +118,14 @@ def run_recipe(
     metrics["status"] = "finished"
     metrics["epochs"] = trainer.current_epoch
     metrics.update(metrics_from_data)
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_epoch is not None:
-        metrics["best/epoch"] = checkpoint.best_epoch
-        metrics.update({f"best/{key}": value for key, value in checkpoint.best_logs.items()})
-        metrics["best/checkpoint"] = str(checkpoint.best_path)
+    metrics.update(best_checkpoint_metrics(trainer))
     metrics["optimized_metric"] = best_value(history, optimized_metric)
 
     write_json_atomic(output_dir / "metrics.json", metrics)
     console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
     curves = plots.training_curves(history, output_dir / "plots" / "training_curves.png")
 
+    checkpoint = trainer.checkpoint_callback
     if evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
         splits = [split for split in ("val", "test") if datamodule.has_split(split)]
         options = {"seed": seed, "training_curves": curves, **(eval_options or {})}

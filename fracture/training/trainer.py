@@ -67,7 +67,8 @@ class Trainer:
         progress: show rich progress bars.
         profile: time the loop's phases and print a table after each `fit` (see `PhaseProfiler`).
         deterministic: make repeated runs with the same seed give the same metrics on the same backend
-            (deterministic TensorFlow ops; a little slower).
+            (deterministic TensorFlow ops; a little slower). Asked for explicitly, it stays on for the rest of
+            the process: TensorFlow offers no way to switch op determinism off again.
         devices: how many devices to train on, or "all": data parallel over GPUs (or simulated CPU devices);
             see `fracture.training.devices`.
         backup_dir: back up the training state (weights, optimizer, epoch) after every epoch under
