@@ -82,7 +82,9 @@ def test_a_checkpoint_of_a_newer_format_is_refused_and_an_older_one_upgraded(tmp
     write_metadata(older, {"format": "fracture-checkpoint/1", **CLASSES, "threshold": 0.4, "temperature": 1.7})
     upgraded = read_metadata(older)
     assert upgraded["calibration"] == {"method": "temperature", "params": {"temperature": 1.7}}
-    assert upgraded["threshold_scale"] == "raw" and upgraded["format"] == "fracture-checkpoint/2"
+    assert upgraded["threshold_scale"] == "calibrated" and upgraded["format"] == "fracture-checkpoint/2"
+    # The threshold moves through the calibration, so every label stays as version 1 gave it.
+    assert upgraded["threshold"] == pytest.approx(1 / (1 + np.exp(-np.log(0.4 / 0.6) / 1.7)))
 
 
 def test_metadata_outside_the_schema_is_refused(tmp_path, trained_model):

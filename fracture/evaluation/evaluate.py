@@ -28,7 +28,7 @@ from fracture.evaluation.metrics import (
     group_level,
 )
 from fracture.evaluation.report import write_report
-from fracture.evaluation.threshold import choose_threshold
+from fracture.evaluation.threshold import choose_threshold, threshold_rule
 from fracture.io import write_json_atomic, write_text_atomic
 from fracture.models.checkpoint import load_checkpoint, update_metadata
 
@@ -93,7 +93,7 @@ class Evaluator:
         atomic update; reuse them when the checkpoint already holds the same rule and calibration method."""
         if self._prepared:
             return
-        rule = "youden" if self.target_sensitivity is None else f"sensitivity>={self.target_sensitivity:g}"
+        rule = threshold_rule(self.target_sensitivity)
         stored = Calibration.from_dict(self.metadata.get("calibration"))
         same = (
             self.metadata.get("threshold_source") == "val"

@@ -24,12 +24,17 @@ def sensitivity_threshold(y_true: np.ndarray, y_prob: np.ndarray, target: float)
     return float(min(thresholds[reaching[0]], 1.0))
 
 
+def threshold_rule(target_sensitivity: float | None = None) -> str:
+    """The rule's name, as stored in a checkpoint's `threshold_method`: `youden` or `sensitivity>=0.95`."""
+    return "youden" if target_sensitivity is None else f"sensitivity>={target_sensitivity:g}"
+
+
 def choose_threshold(
     y_true: np.ndarray, y_prob: np.ndarray, target_sensitivity: float | None = None
 ) -> tuple[float, str]:
-    """Youden's J by default, or the target-sensitivity rule; returns (threshold, method description)."""
+    """Youden's J by default, or the target-sensitivity rule; returns (threshold, `threshold_rule`)."""
     if len(np.unique(y_true)) < 2:
         raise ConfigError("choosing a threshold needs both classes in the validation split.")
     if target_sensitivity is None:
-        return youden_threshold(y_true, y_prob), "youden"
-    return sensitivity_threshold(y_true, y_prob, target_sensitivity), f"sensitivity>={target_sensitivity:g}"
+        return youden_threshold(y_true, y_prob), threshold_rule()
+    return sensitivity_threshold(y_true, y_prob, target_sensitivity), threshold_rule(target_sensitivity)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from fracture.errors import CheckpointError
+from fracture.evaluation.calibration import Calibration
 
 FORMAT = "fracture-checkpoint"
 VERSION = 2  # 2: calibration and threshold_scale; a version 1 `temperature` becomes a calibration
@@ -56,9 +57,11 @@ class CheckpointMetadata:
                 f"{VERSION}). Upgrade fracture to use it."
             )
         if version == 1 and "temperature" in stored:
-            temperature = stored.pop("temperature")
-            stored.update(calibration={"method": "temperature", "params": {"temperature": temperature}})
-            stored.update(threshold_scale="raw")  # version 1 chose the threshold before temperature scaling
+            # Version 1 stored a temperature that nothing applied, and chose the threshold on the raw output.
+            # Calibration is monotone, so moving the threshold through it keeps every label as it was.
+            calibration = Calibration("temperature", {"temperature": stored.pop("temperature")})
+            threshold = float(calibration(stored.get("threshold", 0.5)))
+            stored.update(calibration=calibration.to_dict(), threshold=threshold, threshold_scale="calibrated")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(stored) - names)
         missing = sorted(f.name for f in fields(cls) if f.name not in stored and f.name in _REQUIRED)
