@@ -23,17 +23,15 @@ np.save(sys.argv[2], model.predict(images, verbose=0))
 """
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """The same small run config trained once on each backend."""
-    folder = tmp_path_factory.mktemp("artifacts")
+def train_on_each_backend(folder, *overrides: str) -> dict:
+    """One short `fracture.train` run of the small demo config per backend; their best_model.keras paths."""
     paths = {}
     for backend in BACKENDS:
         result = run_cli(
             "fracture.train",
             *DEMO_SMALL,
+            *overrides,
             "trainer.epochs=1",
-            "trainer.limit_train_batches=2",
             "evaluate=false",
             f"paths.data_dir={folder}/data",
             f"hydra.run.dir={folder}/{backend}",
@@ -42,6 +40,12 @@ def checkpoints(tmp_path_factory):
         assert result.returncode == 0, result.stderr[-3000:]
         paths[backend] = folder / backend / "checkpoints" / "best_model.keras"
     return paths
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """The same small run config trained once on each backend."""
+    return train_on_each_backend(tmp_path_factory.mktemp("artifacts"), "trainer.limit_train_batches=2")
 
 
 def predict_with(backend: str, ckpt, out) -> np.ndarray:
@@ -76,11 +80,13 @@ def weight_layout(ckpt) -> dict:
     return layout
 
 
+def archive_config(ckpt) -> dict:
+    with zipfile.ZipFile(ckpt) as archive:
+        return strip_volatile(json.loads(archive.read("config.json")))
+
+
 def test_archives_are_structurally_identical(checkpoints):
-    configs = {}
-    for backend, ckpt in checkpoints.items():
-        with zipfile.ZipFile(ckpt) as archive:
-            configs[backend] = strip_volatile(json.loads(archive.read("config.json")))
+    configs = {backend: archive_config(ckpt) for backend, ckpt in checkpoints.items()}
     assert configs["tensorflow"] == configs["jax"]
     assert "compile_config" not in configs["jax"]  # no backend-specific jit_compile travels with the model
     tf_layout, jax_layout = weight_layout(checkpoints["tensorflow"]), weight_layout(checkpoints["jax"])
@@ -103,26 +109,9 @@ def test_an_efficientnet_archive_stores_its_integer_weights_as_int64(tmp_path):
 
 @pytest.mark.slow
 def test_efficientnet_archives_written_by_train_are_identical_across_backends(tmp_path):
-    layouts, configs = {}, {}
-    for backend in BACKENDS:
-        result = run_cli(
-            "fracture.train",
-            *DEMO_SMALL,
-            "model=effb3",
-            "model.weights=null",
-            "trainer.epochs=1",
-            "trainer.limit_train_batches=1",
-            "evaluate=false",
-            f"paths.data_dir={tmp_path}/data",
-            f"hydra.run.dir={tmp_path}/{backend}",
-            backend=backend,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        ckpt = tmp_path / backend / "checkpoints" / "best_model.keras"
-        layouts[backend] = weight_layout(ckpt)
-        with zipfile.ZipFile(ckpt) as archive:
-            configs[backend] = strip_volatile(json.loads(archive.read("config.json")))
-    assert layouts["tensorflow"] == layouts["jax"] and configs["tensorflow"] == configs["jax"]
+    effb3 = train_on_each_backend(tmp_path, "model=effb3", "model.weights=null", "trainer.limit_train_batches=1")
+    assert weight_layout(effb3["tensorflow"]) == weight_layout(effb3["jax"])
+    assert archive_config(effb3["tensorflow"]) == archive_config(effb3["jax"])
 
 
 def test_metadata_survives_and_records_the_writer(checkpoints):

@@ -64,7 +64,7 @@ class CheckpointMetadata:
             stored.update(calibration=calibration.to_dict(), threshold=threshold, threshold_scale="calibrated")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(stored) - names)
-        missing = sorted(f.name for f in fields(cls) if f.name not in stored and f.name in _REQUIRED)
+        missing = sorted(name for name in _REQUIRED if name not in stored)
         if unknown or missing:
             raise CheckpointError(f"{source} has malformed metadata: unknown {unknown}, missing {missing}.")
         return cls(**stored)

@@ -115,23 +115,24 @@ class CSVLogger(keras.callbacks.Callback):
         super().__init__()
         self.path = Path(filename)
         self.append = append
+        self.columns: list[str] | None = None  # the header: the file's own when appending, else the first row's
 
     def on_train_begin(self, logs=None):
         if not self.append:
             self.path.unlink(missing_ok=True)
+        self.columns = None
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path, newline="") as file:
+                self.columns = next(csv.reader(file))
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **slash_logs(logs)}
-        exists = self.path.is_file() and self.path.stat().st_size > 0
-        if exists:
-            with open(self.path, newline="") as file:
-                columns = next(csv.reader(file))
-        else:
-            columns = list(row)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = self.columns is None
+        if new_file:
+            self.columns = list(row)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore", restval="")
-            if not exists:
+            writer = csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore", restval="")
+            if new_file:
                 writer.writeheader()
             writer.writerow(row)
-            file.flush()
