@@ -58,6 +58,14 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
         classifier.unfreeze_top_blocks(1000)
 
 
+@pytest.mark.filterwarnings("ignore:model.freeze_base")
+def test_unfreezing_the_tiny_cnns_top_block_unfreezes_its_convolution():
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=32, freeze_base=True)
+    assert classifier.unfreeze_top_blocks(1) == ["tiny_conv3"]
+    trainable = [w.path for layer in classifier.backbone_layers() for w in layer.trainable_weights]
+    assert trainable == ["tiny_conv3/kernel"]  # the block's BatchNormalization stays frozen
+
+
 def test_config_mistakes_are_reported():
     with pytest.raises(ConfigError, match="unknown backbone"):
         FractureClassifier("resnet9000")

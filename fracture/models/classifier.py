@@ -26,7 +26,7 @@ METRIC_FACTORIES = {
     "auc_approx": lambda: keras.metrics.AUC(name="auc_approx"),
 }
 # A fine-tuning "block": EfficientNet's block1a..block7b and its top conv, or a tiny CNN conv block.
-BLOCK_NAME = re.compile(r"^(block\d+[a-z]|top|tiny_conv\d+)_")
+BLOCK_NAME = re.compile(r"^(block\d+[a-z]|top|tiny_conv\d+)(?:_|$)")
 
 
 @dataclass
@@ -144,9 +144,12 @@ class FractureClassifier:
             layer.trainable = in_chosen and not isinstance(layer, keras.layers.BatchNormalization)
         return order[-blocks:]
 
-    def compile(self, jit_compile: bool = False, learning_rate: float | None = None) -> keras.Model:
-        """Compile with binary cross-entropy, the configured optimiser and metrics."""
-        model = self.configure_model()
+    def compile(
+        self, jit_compile: bool = False, learning_rate: float | None = None, model: keras.Model | None = None
+    ) -> keras.Model:
+        """Compile with binary cross-entropy, the configured optimiser and metrics: the whole model, or `model`
+        (a part sharing its layers, such as the head that the feature cache trains)."""
+        model = model or self.configure_model()
         model.compile(
             optimizer=self.optimizer.build(learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
