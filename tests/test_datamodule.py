@@ -1,5 +1,7 @@
 """FractureDataModule on real radiographs and synthetic images, on the active Keras backend."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -53,13 +55,33 @@ def test_augmentation_runs_on_training_batches_only(synthetic_root):
     np.testing.assert_array_equal(val_a, val_b)
 
 
-def test_cached_pipeline_gives_the_same_images(synthetic_root):
-    uncached = FractureDataModule(synthetic_root, image_size=64, batch_size=16, cache=False)
-    cached = FractureDataModule(synthetic_root, image_size=64, batch_size=16, cache=True)
-    for _ in range(2):  # the second pass reads from the cache
-        np.testing.assert_array_equal(
-            next(iter(cached.val_dataloader()))[0].numpy(), next(iter(uncached.val_dataloader()))[0].numpy()
-        )
+@pytest.mark.parametrize("where", [True, "auto", "folder"])
+def test_decoding_once_gives_the_same_batches_in_the_same_order(tmp_path, synthetic_root, where):
+    where = str(tmp_path / "decoded") if where == "folder" else where
+    options = dict(image_size=64, batch_size=16, augmentation=None, group_by=None)
+    streamed = FractureDataModule(synthetic_root, cache=False, **options).train_dataloader().repeat(2)
+    datamodule = FractureDataModule(synthetic_root, cache=where, **options)
+    decoded = datamodule.train_dataloader().repeat(2)  # two epochs, reshuffled: the same shuffle as streaming
+    for (a, label_a), (b, label_b) in zip(streamed, decoded, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(label_a.numpy(), label_b.numpy())
+    if where not in (True, "auto"):
+        assert (tmp_path / "decoded" / "decoded.npy").is_file()
+    else:  # these few images fit in memory
+        assert datamodule._decoded["train"].folder is None
+
+
+def test_decoding_once_leaves_out_a_file_deleted_before_the_first_epoch(tmp_path, synthetic_root):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    datamodule = FractureDataModule(root, image_size=64, batch_size=8, cache=True, group_by=None)
+    gone = datamodule.files("train").paths[3]
+    Path(gone).unlink()
+    images = sum(len(x) for x, _ in datamodule.train_dataloader())
+    assert images == (len(datamodule.files("train")) - 1) // 8 * 8  # full batches of the 47 that decode
+    assert 3 not in datamodule._decoded["train"].present
 
 
 def test_root_without_val_is_split_by_groups(tmp_path, synthetic_root):

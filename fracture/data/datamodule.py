@@ -10,9 +10,10 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from fracture.data.augmentation import build_augmentation
+from fracture.data.decoded import DecodedImages
 from fracture.data.folders import SplitFiles, scan_root
 from fracture.data.health import FileProblem, fingerprints, recheck_split, skipped_problems
-from fracture.data.pipeline import make_dataset
+from fracture.data.pipeline import make_dataset, view_dataset
 from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
 from fracture.errors import ConfigError, DataError
 
@@ -42,8 +43,9 @@ class FractureDataModule:
         split_file: a `split.csv` written by an earlier run (`write_split`): use exactly its cut.
         audit_cache: where `group_by="content"` keeps the audit of each folder.
         augmentation: keyword arguments of `build_augmentation`, or None for no augmentation.
-        cache: cache decoded images in memory (True) or in a file (a path) across epochs.
-        shuffle_buffer: shuffle buffer size when caching.
+        cache: decode each training and validation image once and serve later epochs from memory (True), a
+            folder (a path), or "auto": memory when they fit in a quarter of the free memory, else a temporary
+            folder. False decodes every epoch. See `fracture.data.decoded`.
         seed: seed for shuffling, splitting and augmentation.
 
     Call `setup()` (or any `*_dataloader`) to scan the folders; bad folders raise `DataError` there.
@@ -59,8 +61,7 @@ class FractureDataModule:
         val_fraction: float = 0.15,
         group_by: str | None = "filename",
         augmentation: dict | None = None,
-        cache: bool | str = False,
-        shuffle_buffer: int = 2048,
+        cache: bool | str = "auto",
         seed: int = 42,
         split: str = "given",
         test_fraction: float = 0.15,
@@ -96,7 +97,7 @@ class FractureDataModule:
         self.group_by = group_by
         self.augmentation_options = None if augmentation is None else dict(augmentation)
         self.cache = cache
-        self.shuffle_buffer = shuffle_buffer
+        self._decoded: dict[str, DecodedImages] = {}
         self.seed = seed
         self.split = split
         self.test_fraction = test_fraction
@@ -254,18 +255,20 @@ class FractureDataModule:
         """Batches of `split`. Streams skip a file that fails to read mid-run (see `recheck`); prediction, whose
         output must align with `files(split)`, does not (`skip_errors=False`): recheck before predicting."""
         files = self.files(split)
-        augmentation = None
-        if training and self.augmentation_options is not None:
-            augmentation = build_augmentation(**self.augmentation_options, seed=self.seed)
+        decoded = None
+        if self.cache and skip_errors:  # a stream read every epoch; prediction reads once
+            if split not in self._decoded or self._decoded[split].paths != files.paths:
+                size = (self.image_size, self.image_size)
+                self._decoded[split] = DecodedImages(files.paths, size, self.cache, skip_errors)
+            decoded = self._decoded[split]
         return make_dataset(
             files.paths,
             files.labels,
             (self.image_size, self.image_size),
             self.batch_size,
             training=training,
-            augmentation=augmentation,
-            cache=self.cache,
-            shuffle_buffer=self.shuffle_buffer,
+            augmentation=self.augmentation() if training else None,
+            decoded=decoded,
             seed=self.seed,
             drop_remainder=training and self.drops_remainder(split),
             skip_errors=skip_errors,
@@ -284,6 +287,22 @@ class FractureDataModule:
     def predict_dataloader(self, split: str = "val"):
         """Batches of `split` in file order, without augmentation; labels align with `files(split).labels`."""
         return self._dataset(split, training=False, skip_errors=False)
+
+    def view_dataloader(self, split: str, views: int = 1, batch_size: int | None = None):
+        """`views` copies of each image of `split` in file order, view 0 un-augmented and the others augmented
+        as in training (the feature cache's input), in batches of `batch_size` (default: the data module's);
+        every file is decoded once."""
+        augmentation = self.augmentation() if views > 1 else None
+        if views > 1 and augmentation is None:
+            raise ConfigError(f"{views} views need an augmentation, but data.augmentation turns every transform off.")
+        size = (self.image_size, self.image_size)
+        return view_dataset(self.files(split).paths, size, batch_size or self.batch_size, views, augmentation)
+
+    def augmentation(self):
+        """A new training augmentation pipeline (seeded), or None when augmentation is off."""
+        if self.augmentation_options is None:
+            return None
+        return build_augmentation(**self.augmentation_options, seed=self.seed)
 
     def labels(self, split: str) -> np.ndarray:
         return self.files(split).labels

@@ -61,46 +61,69 @@ def make_dataset(
     *,
     training: bool,
     augmentation=None,
-    cache: bool | str = False,
-    shuffle_buffer: int = 2048,
+    decoded=None,
     seed: int | None = None,
     drop_remainder: bool = False,
     skip_errors: bool = False,
 ) -> tf.data.Dataset:
     """Build a dataset of `(images, labels)` batches: images float32 `(B, H, W, 3)` in 0..255, labels float32 `(B, 1)`.
 
-    With `training`, files are shuffled each epoch and `augmentation` is applied to batches. With `cache`
-    (True for memory or a file path) decoded images are cached *before* augmentation, so every epoch still
-    sees fresh random transforms. Every file must decode: `folders.scan_split` checks that up front, which
-    keeps the dataset's length known and its order aligned with `paths`. A file deleted or replaced after that
-    check fails to read; with `skip_errors` (training and validation streams) it is left out with a logged
-    warning and the run goes on, and `FractureDataModule.recheck` reports it at the end.
+    With `training`, files are shuffled each epoch and `augmentation` is applied to batches. With `decoded` (a
+    `fracture.data.decoded.DecodedImages` of `paths`), images are decoded once and served from it, in the same
+    order as without it; augmentation still comes after, so every epoch sees fresh random transforms. Every
+    file must decode: `folders.scan_split` checks that up front, which keeps the dataset's length known and
+    its order aligned with `paths`. A file deleted or replaced after that check fails to read; with
+    `skip_errors` (training and validation streams) it is left out with a logged warning and the run goes on,
+    and `FractureDataModule.recheck` reports it at the end.
     """
     autotune = tf.data.AUTOTUNE
     labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
-
-    def decode(path, label):
-        return decode_image(path, image_size), label
-
-    def decoded(ds: tf.data.Dataset) -> tf.data.Dataset:
-        ds = ds.map(decode, num_parallel_calls=autotune)
-        return ds.ignore_errors(log_warning=True) if skip_errors else ds
-
-    if cache:
-        ds = decoded(ds)
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-        if training:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if decoded is not None:
+        images, present = decoded.load(), decoded.present
+        ds = tf.data.Dataset.from_tensor_slices((present, labels[present]))
     else:
-        if training:  # shuffling file names is cheap, so shuffle them all
-            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        ds = decoded(ds)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
+    if training:  # shuffling names or indices is cheap, so shuffle them all
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if decoded is not None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+        def gather(indices, batch_labels):
+            batch = tf.numpy_function(lambda i: images[i], [indices], tf.uint8)
+            return tf.ensure_shape(batch, (None, *image_size, 3)), batch_labels
+
+        ds = ds.map(gather, num_parallel_calls=autotune)
+    else:
+        ds = ds.map(lambda path, label: (decode_image(path, image_size), label), num_parallel_calls=autotune)
+        ds = ds.ignore_errors(log_warning=True) if skip_errors else ds
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda images, label: (tf.cast(images, tf.float32), label), num_parallel_calls=autotune)
     if training and augmentation is not None:
         ds = ds.map(lambda images, label: (augmentation(images, training=True), label), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
+
+
+def view_dataset(
+    paths: list[str], image_size: tuple[int, int], batch_size: int, views: int, augmentation=None
+) -> tf.data.Dataset:
+    """Batches of `views` copies of each image, in file order: float32 `(views, B, H, W, 3)` in 0..255.
+
+    View 0 is the image as evaluation sees it; views 1.. are drawn from `augmentation`. Each file is read and
+    decoded once for all its views (the feature cache's extraction pass).
+    """
+    if views > 1 and augmentation is None:
+        raise ValueError("views beyond the first need an augmentation")
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
+    ds = ds.map(lambda path: decode_image(path, image_size), num_parallel_calls=autotune)
+    ds = ds.batch(batch_size).map(lambda images: tf.cast(images, tf.float32), num_parallel_calls=autotune)
+
+    def with_views(images):
+        return tf.stack([images] + [augmentation(images, training=True) for _ in range(views - 1)])
+
+    # Sequential on purpose: the augmentation's random state advances in file order, so the views are
+    # reproducible from the seed.
+    return ds.map(with_views).prefetch(autotune)
 
 
 def predict_full_batches(model, dataset: tf.data.Dataset, batch_size: int) -> np.ndarray:

@@ -44,6 +44,8 @@ class ModelCheckpoint(keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self.best_logs: dict[str, float] = {}
         self.metadata: CheckpointMetadata | None = None  # set by the Trainer before training
+        # The whole model, when training fits a part of it (the feature cache fits the head alone).
+        self.model_to_save: keras.Model | None = None
 
     def on_train_begin(self, logs=None):
         """Continue from a best model already in `dirpath` (a resumed run), so a worse one never replaces it."""
@@ -66,9 +68,9 @@ class ModelCheckpoint(keras.callbacks.Callback):
         metadata = self.metadata.replace(epoch=epoch + 1, monitor=self.monitor, score=score, logs=logs)
         if self._improved(score) or self.best_epoch is None:
             self.best_score, self.best_epoch, self.best_logs = score, epoch + 1, logs
-            save_checkpoint(self.model, self.best_path, metadata)
+            save_checkpoint(self.model_to_save or self.model, self.best_path, metadata)
         if self.save_last:
-            save_checkpoint(self.model, self.last_path, metadata)
+            save_checkpoint(self.model_to_save or self.model, self.last_path, metadata)
 
 
 class RandomStateBackup(keras.callbacks.Callback):

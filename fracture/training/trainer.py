@@ -19,6 +19,7 @@ from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
+from fracture.training.feature_cache import FeatureCache, cache_decision, feature_batches, split_at_head
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
@@ -74,6 +75,13 @@ class Trainer:
         backup_dir: back up the training state (weights, optimizer, epoch) after every epoch under
             `<backup_dir>/<stage>/`. A later `fit` with the same folder resumes from the last finished epoch;
             see `fit`.
+        feature_cache: "auto", True or False. With a frozen backbone, compute its features once (per image and
+            view) and train the head on them; "auto" does so unless a run samples a few batches
+            (`limit_train_batches`, `fast_dev_run`, `overfit_batches`) or uses several devices. A stage whose
+            backbone trains (fine-tuning) runs uncached. See `fracture.training.feature_cache`.
+        feature_cache_views: views cached per training image: view 0 un-augmented, the others augmented (1
+            when augmentation is off).
+        feature_cache_dir: folder of reusable cache entries (memory-mapped); None keeps them in memory.
     """
 
     def __init__(
@@ -91,6 +99,9 @@ class Trainer:
         deterministic: bool = False,
         backup_dir: str | Path | None = None,
         devices: int | str = 1,
+        feature_cache: bool | str = "auto",
+        feature_cache_views: int = 2,
+        feature_cache_dir: str | Path | None = "~/.cache/fracture/features",
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -98,6 +109,10 @@ class Trainer:
             raise ConfigError(f"trainer.jit_compile must be true, false or auto, got {jit_compile!r}.")
         if epochs < 1:
             raise ConfigError(f"trainer.epochs must be at least 1, got {epochs}.")
+        if feature_cache not in (True, False, "auto"):
+            raise ConfigError(f"trainer.feature_cache must be true, false or auto, got {feature_cache!r}.")
+        if feature_cache_views < 1:
+            raise ConfigError(f"trainer.feature_cache_views must be at least 1, got {feature_cache_views}.")
         if fast_dev_run:
             epochs, limit_train_batches, limit_val_batches = 1, 1, 1
         self.epochs = epochs
@@ -115,6 +130,10 @@ class Trainer:
         self.parallel = DataParallel(resolve_devices(devices))
         if deterministic:
             enable_determinism()
+        self.feature_cache = feature_cache
+        self.cache = FeatureCache(feature_cache_dir, feature_cache_views)
+        self._split: tuple[keras.Model, keras.Model, keras.Model] | None = None  # (model, backbone, head)
+        self.used_feature_cache = False
         self.current_epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -153,6 +172,44 @@ class Trainer:
         val, _ = self._limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
         return train, steps, val
 
+    def _sampled_setting(self) -> str | None:
+        if self.fast_dev_run:
+            return "trainer.fast_dev_run"
+        if self.overfit_batches:
+            return "trainer.overfit_batches"
+        return "trainer.limit_train_batches" if self.limit_train_batches is not None else None
+
+    def _cached_training_data(self, classifier: FractureClassifier, datamodule, stage: str):
+        """(head model, train, steps, val) over cached backbone features, or None when the cache is off."""
+        layers = classifier.backbone_layers()
+        trainable = sum(int(np.prod(weight.shape)) for layer in layers for weight in layer.trainable_weights)
+        devices = len(self.parallel.devices)
+        use, why_not = cache_decision(self.feature_cache, trainable, self._sampled_setting(), devices)
+        if not use:
+            if why_not and (self.feature_cache is True or self.used_feature_cache):
+                console.print(f"feature cache off{f' for stage {stage}' if stage else ''}: {why_not}.")
+            return None
+        if self._split is None or self._split[0] is not classifier.model:
+            self._split = (classifier.model, *split_at_head(classifier.model))
+        _, backbone, head = self._split
+        views = self.cache.views if datamodule.augmentation() is not None else 1
+        train_features = self.cache.features(backbone, datamodule, "train", views)
+        val_features = self.cache.features(backbone, datamodule, "val", 1)
+        batch_size = datamodule.batch_size
+        train = feature_batches(
+            train_features,
+            datamodule.labels("train"),
+            batch_size,
+            training=True,
+            seed=datamodule.seed,
+            drop_remainder=datamodule.drops_remainder("train"),
+        )
+        train, steps = self._limited(train, datamodule.num_batches("train", training=True), self.limit_train_batches)
+        val = feature_batches(val_features, datamodule.labels("val"), batch_size, training=False)
+        val, _ = self._limited(val, datamodule.num_batches("val"), self.limit_val_batches)
+        self.used_feature_cache = True
+        return head, train, steps, val
+
     def checkpoint_metadata(self, classifier: FractureClassifier, datamodule) -> CheckpointMetadata:
         """What a checkpoint needs to be used without its config: classes, input size, threshold, origin."""
         positive, negative = datamodule.class_names
@@ -176,11 +233,11 @@ class Trainer:
         return callbacks
 
     @staticmethod
-    def _build_metrics_apart_from_the_stream(model, batch_size: int, image_size: int) -> None:
+    def _build_metrics_apart_from_the_stream(model, batch_size: int) -> None:
         """Keras' JAX trainer builds unbuilt metrics by peeking at a batch through an extra iterator over the
         training stream, which would advance the augmentation RNG (and a resume's skip) once more than on
         TensorFlow. Building them on a batch of zeros keeps the stream for training alone."""
-        shape = (batch_size, image_size, image_size, 3)
+        shape = (batch_size, *model.input_shape[1:])
         model.evaluate(np.zeros(shape, "float32"), np.zeros((shape[0], 1), "float32"), verbose=0)
 
     def fit(
@@ -200,28 +257,37 @@ class Trainer:
         self.build(classifier)
         with self.parallel.scope():
             model = classifier.compile(jit_compile=self.jit_compile, learning_rate=learning_rate)
-        train, steps, val = self._training_data(datamodule)
+        cached = self._cached_training_data(classifier, datamodule, stage)
+        if cached:  # the head trains on cached features; the checkpoint still saves the whole model
+            fit_model, train, steps, val = cached
+            classifier.compile(jit_compile=self.jit_compile, learning_rate=learning_rate, model=fit_model)
+        else:
+            fit_model = model
+            train, steps, val = self._training_data(datamodule)
         end_epoch = self.current_epoch + (1 if self.fast_dev_run else epochs or self.epochs)
-        backup = StageBackup(self.backup_dir, stage) if self.backup_dir is not None else None
+        # A cached stage backs up the head model's state, which an uncached one could not restore.
+        backup_stage = f"{stage or 'fit'}_cached" if cached else stage
+        backup = StageBackup(self.backup_dir, backup_stage) if self.backup_dir is not None else None
         skip = epochs_to_skip(backup.finished_epochs() if backup else None, self.current_epoch, end_epoch)
         if skip:
             log.info("resuming stage %r after %d finished epoch(s) from %s", backup.stage, skip, backup.folder)
         train = epoch_stream(train, steps, skip)
         if self.checkpoint_callback is not None:
             self.checkpoint_callback.metadata = self.checkpoint_metadata(classifier, datamodule)
+            self.checkpoint_callback.model_to_save = model
         progress = RichProgress(steps, end_epoch, stage) if self.progress else None
         interrupt = InterruptGuard()
         callbacks = self._callbacks(backup, progress, interrupt)
         for folder in filter(None, (self.backup_dir, getattr(self.checkpoint_callback, "dirpath", None))):
             check_writable(folder, checkpoint_bytes(model))  # fail now, not at the first save an epoch later
         if keras.backend.backend() == "jax":
-            self._build_metrics_apart_from_the_stream(model, datamodule.batch_size, classifier.image_size)
+            self._build_metrics_apart_from_the_stream(fit_model, datamodule.batch_size)
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
             callbacks = [profiler.first, *callbacks, profiler.last]
         with interrupt, self.parallel.scope():
             try:
-                history = model.fit(
+                history = fit_model.fit(
                     train,
                     validation_data=val,
                     epochs=end_epoch,
