@@ -57,6 +57,7 @@ def serve(cfg: DictConfig) -> None:
         token=settings.token,
     )
     predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels)
+    predictor.warm_up()  # the first request should not pay for compiling and freezing
     app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits)
     log.info("serving %s on http://%s:%d (not a medical device)", cfg.ckpt_path, settings.host, settings.port)
     run_server(app, settings.host, int(settings.port), settings.log_level)

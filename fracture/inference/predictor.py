@@ -27,6 +27,7 @@ from fracture.inference.overlay import prediction_panel
 from fracture.inference.readers import UnreadableImage, read_xray
 from fracture.models.backbones import LAST_CONV_LAYER
 from fracture.models.checkpoint import load_checkpoint
+from fracture.models.frozen import frozen_inference
 
 
 @dataclass
@@ -76,6 +77,10 @@ class Predictor:
         backbone = metadata.get("hparams", {}).get("backbone", "efficientnet_b3")
         self.gradcam_layer = gradcam_layer or LAST_CONV_LAYER[backbone]
         self._gradcam: GradCAM | None = None
+        # From the second prediction on, a Keras model runs frozen (about 1.4x faster on a CPU; freezing costs
+        # about 3 s once, which a single cold prediction should not pay). See fracture.models.frozen.
+        self._frozen = None
+        self._predictions = 0
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 RGB of any size -> float32 (S, S, 3) in 0..255, resized exactly as in training."""
@@ -109,15 +114,25 @@ class Predictor:
             if explain:
                 heatmaps, probabilities = self.gradcam(stacked)
             else:
-                heatmaps, probabilities = (
-                    [None] * len(batch),
-                    np.asarray(self.model.predict_on_batch(stacked)).reshape(-1),
-                )
+                heatmaps, probabilities = [None] * len(batch), self._forward(stacked)
             if self.calibration:
                 probabilities = self.calibration(probabilities)
             for (index, name, pixels), probability, heatmap in zip(readable, probabilities, heatmaps, strict=True):
                 rows[index] = (self._label(name, probability), pixels, heatmap)
         return rows
+
+    def _forward(self, stacked: np.ndarray) -> np.ndarray:
+        self._predictions += 1
+        if self._frozen is None and self._predictions > 1 and isinstance(self.model, keras.Model):
+            self._frozen = frozen_inference(self.model)
+        run = self._frozen or self.model.predict_on_batch
+        return np.asarray(run(stacked)).reshape(-1)
+
+    def warm_up(self) -> None:
+        """Compile and freeze now, so that the first real request runs at full speed (the service calls it)."""
+        blank = np.zeros((1, self.image_size, self.image_size, 3), np.float32)
+        for _ in range(2):
+            self._forward(blank)
 
     def predict(self, image) -> Prediction:
         """Label and probability for one path or uint8 array."""
