@@ -1,0 +1,1 @@
+"""The side-by-side benchmark behind `python -m fracture.bench`: fracture against a plain Keras 3 port."""

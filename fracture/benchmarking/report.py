@@ -1,0 +1,104 @@
+"""The benchmark's table (fracture over the port, per backend) and `bench.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from fracture.io import write_json_atomic, write_text_atomic
+
+EFFICIENTNET_B3_GFLOP = 1.98  # per 224 px image, forward; scaled by pixel count for other sizes
+
+# (key in the figures, label, unit, True when higher is better)
+ROWS = [
+    ("pipeline_img_s", "(a) input pipeline alone", "img/s", True),
+    ("train_img_s", "(b) training step, frozen base, uncached", "img/s", True),
+    ("epoch_s", "(c) one epoch (fracture: head on cached features)", "s", False),
+    ("recipe_s", "(c) 10-epoch recipe, end to end", "s", False),
+    ("val_auroc", "    validation AUROC, best checkpoint", "", True),
+    ("predict_warm_ms", "(d) warm single-image predict, median", "ms", False),
+    ("predict_cold_s", "(d) cold predict, process start to result", "s", False),
+    ("first_step_s", "(e) process start to first training step", "s", False),
+]
+SCALED = {"epoch_s", "recipe_s"}  # scaled up to the full counts when a backend trained on a subset
+
+
+def backbone_gflop(image_size: int) -> float:
+    return EFFICIENTNET_B3_GFLOP * (image_size / 224) ** 2
+
+
+def add_ceiling(figures: dict, image_size: int) -> None:
+    """The backbone's forward FLOP rate as a fraction of the measured matmul rate."""
+    achieved = figures["backbone_img_s"] * backbone_gflop(image_size)
+    figures["backbone_gflops"] = achieved
+    figures["flop_ceiling_fraction"] = achieved / figures["matmul_gflops"]
+
+
+def format_value(value: float, unit: str) -> str:
+    if unit == "":
+        return f"{value:.3f}"
+    return f"{value:,.1f} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+
+
+def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
+    """(figure, fracture, port, fracture/port) for one backend; `*` marks figures scaled up from a subset."""
+    mark = "*" if figures["scaled"] else ""
+    out = []
+    for key, label, unit, higher in ROWS:
+        pair = figures[key]
+        ratio = f"{pair['fracture'] / pair['port']:.2f}x {'↑' if higher else '↓'}"
+        label += mark if key in SCALED else ""
+        out.append((label, format_value(pair["fracture"], unit), format_value(pair["port"], unit), ratio))
+    out += [
+        (f"    recipe speed-up, port / fracture ({views} views){mark}", "", "", f"{figures['recipe_speedup']:.2f}x"),
+        (f"    feature extraction, once{mark}", format_value(figures["extraction_s"], "s"), "", ""),
+        ("    extraction rate", format_value(figures["extraction_img_s"], "img/s"), "", ""),
+        ("    pipeline / training consumption", f"{figures['pipeline_headroom']:.1f}x", "", ""),
+        (
+            "    backbone forward / float32 matmul rate",
+            f"{figures['backbone_gflops']:.0f} / {figures['matmul_gflops']:.0f} GFLOP/s",
+            "",
+            f"{figures['flop_ceiling_fraction']:.0%}",
+        ),
+    ]
+    return out
+
+
+HEADER = ("figure", "fracture", "plain port", "fracture / port")
+FOOTNOTE = "↑ higher is better, ↓ lower is better; * scaled up to the full image counts from a subset's epochs"
+
+
+def table(figures: dict, views: int, title: str) -> Table:
+    """A rich table of one backend's `rows`."""
+    out = Table(title=title, caption=FOOTNOTE if figures["scaled"] else FOOTNOTE.split(";")[0])
+    for index, column in enumerate(HEADER):
+        out.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows(figures, views):
+        out.add_row(*row)
+    return out
+
+
+def markdown(results: dict, views: int) -> str:
+    """Every backend's `rows` as one Markdown table, for the README."""
+    lines = ["| backend | " + " | ".join(HEADER) + " |", "|---|---|---:|---:|---:|"]
+    for backend, figures in results.items():
+        lines += [f"| {backend} | " + " | ".join(cell.strip() for cell in row) + " |" for row in rows(figures, views)]
+    return "\n".join(lines) + f"\n\n{FOOTNOTE}\n"
+
+
+def write_report(results: dict, settings: dict, out_dir: str | Path, notes: list[str]) -> dict:
+    """Add the derived figures, write `bench.json`, and return it. `recipe_speedup` is TensorFlow's when
+    TensorFlow was measured (the issue's target), else the first backend's; each backend has its own."""
+    for figures in results.values():
+        add_ceiling(figures, settings["image_size"])
+    first = results.get("tensorflow") or next(iter(results.values()))
+    report = {
+        "recipe_speedup": first["recipe_speedup"],
+        "backends": results,
+        "settings": settings,
+        "notes": notes,
+    }
+    write_json_atomic(Path(out_dir) / "bench.json", report)
+    write_text_atomic(Path(out_dir) / "bench.md", markdown(results, settings["views"]))
+    return report

@@ -1,0 +1,183 @@
+"""Run the side-by-side benchmark: fracture against the plain port, per backend, in fresh processes.
+
+Every figure is measured in this run. Where a backend trains on a subset of the data (`bench.quick`, or a
+backend left out of `full_data_backends`, such as JAX on a CPU), the epoch and recipe times are scaled up
+linearly to the full image counts from that subset's measured training and validation seconds; the table
+says which figures are scaled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fracture.errors import DataError
+from fracture.training.progress import console
+
+SPLITS = ("train", "val")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+@dataclass
+class BenchSettings:
+    """What to measure and on how much data; see `conf/bench.yaml`."""
+
+    backends: list[str] = field(default_factory=lambda: ["tensorflow", "jax"])
+    full_data_backends: list[str] = field(default_factory=lambda: ["tensorflow"])
+    subset_per_class: dict[str, int] = field(default_factory=lambda: {"train": 64, "val": 16})
+    batches: int = 20
+    epochs: int = 10
+    port_epochs: int = 1
+    views: int = 2
+    repeats: int = 30
+    image_size: int = 224
+    weights: str | None = "imagenet"
+    seed: int = 42
+    compilation_cache: str | None = "~/.cache/fracture/jax-compilation"
+
+
+def image_counts(root: Path) -> dict[str, int]:
+    """Images per split: every image file under `<root>/<split>/<class>/`."""
+    counts = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"{root} has no {split}/ folder; the benchmark needs train/ and val/ with class folders.")
+        counts[split] = sum(1 for f in folder.glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    return counts
+
+
+def make_subset(root: Path, target: Path, per_class: dict[str, int]) -> Path:
+    """A folder of links to the first `per_class[split]` images of each split's class folders (sorted names)."""
+    for split in SPLITS:
+        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            images = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            chosen = images[: per_class[split]]
+            folder = target / split / class_dir.name
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in chosen:
+                (folder / file.name).symlink_to(file.resolve())
+    return target
+
+
+def launch(arguments: list[str], backend: str, log_path: Path) -> float:
+    """Run `python <arguments>` with `KERAS_BACKEND=backend`; returns its wall time from launch to exit."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.time()
+    with open(log_path, "w") as log:
+        done = subprocess.run([sys.executable, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log_path.read_text()[-2000:]
+        raise RuntimeError(f"{' '.join(arguments[:3])} on {backend} failed (exit {done.returncode}):\n{tail}")
+    return time.time() - start
+
+
+def run_worker(side: str, backend: str, spec: dict, folder: Path) -> dict:
+    """One measuring process; its result, with the launch time it was given."""
+    console.print(f"bench: {side} on {backend} ...")
+    spec_path, result_path = folder / f"{side}_{backend}.spec.json", folder / f"{side}_{backend}.json"
+    spec_path.write_text(json.dumps({**spec, "process_start": time.time()}))
+    launch(
+        ["-m", "fracture.benchmarking.workers", side, str(spec_path), str(result_path)],
+        backend,
+        folder / f"{side}_{backend}.log",
+    )
+    return json.loads(result_path.read_text())
+
+
+def cold_predict_s(side: str, backend: str, checkpoint: str, image: str, folder: Path) -> float:
+    """Seconds from launching a new process to its printed prediction of one image."""
+    if side == "fracture":
+        arguments = [
+            "-m",
+            "fracture.predict",
+            f"ckpt_path={checkpoint}",
+            f"inputs=[{image}]",
+            "explain=false",
+            f"hydra.run.dir={folder / f'predict_{backend}'}",
+        ]
+    else:
+        arguments = ["-m", "fracture.benchmarking.port", "predict", checkpoint, image]
+    return launch(arguments, backend, folder / f"cold_{side}_{backend}.log")
+
+
+def scaled_epochs(measured: dict, full: dict[str, int], used: dict[str, int], epochs: int) -> tuple[float, float]:
+    """(one steady epoch, `epochs` epochs) in seconds at the full image counts.
+
+    Training and validation seconds scale with their image counts; the rest of an epoch (callbacks, saving
+    checkpoints) does not. The first epoch's extra time (tracing the compiled steps) is counted once."""
+    train, val, wall = (np.asarray(measured[f"epoch_{part}_s"]) for part in ("train", "val", "wall"))
+    steady = slice(1, None) if len(train) > 1 else slice(None)
+    steady_train, steady_val = float(np.median(train[steady])), float(np.median(val[steady]))
+    other = float(np.median(wall - train - val))
+    epoch = steady_train * full["train"] / used["train"] + steady_val * full["val"] / used["val"] + other
+    first_extra = (train[0] - steady_train) + (val[0] - steady_val)
+    return epoch, epochs * epoch + first_extra
+
+
+def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
+    """Seconds to extract every split's features at the full counts: each extraction's first backbone call as
+    measured (it traces the step), the other images at the steady rate of all the calls after the first."""
+    first_s = sum(run["first_call_s"] for run in extractions)
+    first_images = sum(run["first_call_images"] for run in extractions)
+    steady_images = sum(run["images"] for run in extractions) - first_images
+    steady_s = sum(run["seconds"] for run in extractions) - first_s
+    steady_rate = steady_images / steady_s if steady_images else first_images / first_s
+    full_images = sum(run["images"] * full[run["split"]] // used[run["split"]] for run in extractions)
+    return first_s + (full_images - first_images) / steady_rate
+
+
+def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings: BenchSettings) -> dict:
+    """The figures of one backend at the full counts; `scaled` says whether they were scaled up from a subset."""
+    scaled = used != full
+    port_epoch, port_recipe = scaled_epochs(port, full, used, settings.epochs)
+    fracture_epoch, fracture_epochs = scaled_epochs(fracture, full, used, settings.epochs)
+    extraction = scaled_extraction(fracture["extractions"], full, used)
+    # Measured end to end on the full data; on a subset, extraction and epochs scaled up.
+    fracture_recipe = extraction + fracture_epochs if scaled else fracture["recipe_s"]
+    extracted = sum(run["images"] * full[run["split"]] // used[run["split"]] for run in fracture["extractions"])
+    return {
+        "scaled": scaled,
+        "pipeline_img_s": {"fracture": fracture["pipeline_img_s"], "port": port["pipeline_img_s"]},
+        "pipeline_headroom": fracture["pipeline_img_s"] / fracture["train_img_s"],
+        "train_img_s": {"fracture": fracture["train_img_s"], "port": port["train_img_s"]},
+        "extraction_s": extraction,
+        "extraction_img_s": extracted / extraction,
+        "epoch_s": {"fracture": fracture_epoch, "port": port_epoch},
+        "recipe_s": {"fracture": fracture_recipe, "port": port_recipe},
+        "recipe_speedup": port_recipe / fracture_recipe,
+        "val_auroc": {"fracture": fracture["val_auroc"], "port": port["val_auroc"]},
+        "predict_warm_ms": {"fracture": fracture["predict_warm_ms"], "port": port["predict_warm_ms"]},
+        "predict_cold_s": {"fracture": fracture["predict_cold_s"], "port": port["predict_cold_s"]},
+        "first_step_s": {"fracture": fracture["first_step_s"], "port": port["first_step_s"]},
+        "matmul_gflops": fracture["matmul_gflops"],
+        "backbone_img_s": fracture["backbone_img_s"],
+    }
+
+
+def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings, image: str | None = None) -> dict:
+    """Measure every backend of `settings`; returns bench.json's content (see `report.write_report`)."""
+    root, out_dir = Path(root).expanduser().resolve(), Path(out_dir)
+    full = image_counts(root)
+    subset_root = make_subset(root, out_dir / "subset", settings.subset_per_class)
+    image = image or str(sorted((root / "val").glob("*/*"))[0])
+    results = {}
+    for backend in settings.backends:
+        data_root = root if backend in settings.full_data_backends else subset_root
+        used = image_counts(data_root)
+        folder = out_dir / backend
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {**asdict(settings), "root": str(data_root), "image": image, "out_dir": str(folder)}
+        measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
+        for side, figures in measured.items():
+            figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder)
+        results[backend] = backend_figures(measured["fracture"], measured["port"], full, used, settings)
+        results[backend]["images"] = {"full": full, "used": used}
+    return results

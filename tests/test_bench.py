@@ -1,0 +1,104 @@
+"""The benchmark's arithmetic, subset, report and entry point; the full run is a slow test."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import make_class_folders
+
+from fracture.benchmarking.report import markdown, rows, write_report
+from fracture.benchmarking.runner import (
+    BenchSettings,
+    backend_figures,
+    image_counts,
+    make_subset,
+    scaled_epochs,
+    scaled_extraction,
+)
+
+
+def epochs(train, val, other=0.5):
+    return {
+        "epoch_train_s": list(train),
+        "epoch_val_s": list(val),
+        "epoch_wall_s": [t + v + other for t, v in zip(train, val, strict=True)],
+    }
+
+
+def test_epochs_scale_with_their_image_counts_and_the_first_epochs_tracing_counts_once():
+    measured = epochs([5.0, 1.0, 1.0], [2.0, 0.5, 0.5])  # 4 s + 1.5 s of tracing in the first epoch
+    epoch, total = scaled_epochs(measured, {"train": 100, "val": 40}, {"train": 10, "val": 20}, epochs=10)
+    assert epoch == pytest.approx(1.0 * 10 + 0.5 * 2 + 0.5)
+    assert total == pytest.approx(10 * epoch + 4.0 + 1.5)
+    # On the full data nothing is scaled: ten epochs like these take ten times as long, plus the tracing.
+    same = {"train": 10, "val": 20}
+    assert scaled_epochs(measured, same, same, epochs=3)[1] == pytest.approx(sum(measured["epoch_wall_s"]))
+
+
+def test_extraction_scales_from_its_steady_rate():
+    train = {"split": "train", "images": 96, "seconds": 5.0, "first_call_s": 3.0, "first_call_images": 32}
+    val = {"split": "val", "images": 16, "seconds": 1.0, "first_call_s": 1.0, "first_call_images": 16}
+    seconds = scaled_extraction([train, val], {"train": 480, "val": 160}, {"train": 48, "val": 16})
+    # After the first calls (4 s for 48 images), 64 images took 2 s: the other 960 + 160 - 48 go at 32 img/s.
+    assert seconds == pytest.approx(4.0 + (960 + 160 - 48) / 32)
+
+
+def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
+    fracture = {
+        **epochs([1.0, 0.1, 0.1], [0.2, 0.05, 0.05]),
+        "extractions": [{"split": "train", "images": 64, "seconds": 2.0, "first_call_s": 1.0, "first_call_images": 32}],
+        "recipe_s": 3.0,
+        "pipeline_img_s": 900.0,
+        "train_img_s": 30.0,
+        "val_auroc": 0.9,
+        "predict_warm_ms": 40.0,
+        "predict_cold_s": 10.0,
+        "first_step_s": 15.0,
+        "matmul_gflops": 200.0,
+        "backbone_img_s": 30.0,
+    }
+    port = {**fracture, **epochs([3.0, 2.0], [1.0, 1.0]), "pipeline_img_s": 1000.0, "val_auroc": 0.8}
+    full = {"train": 64, "val": 16}
+    figures = backend_figures(fracture, port, full, full, BenchSettings(epochs=2, views=2))
+    assert not figures["scaled"] and figures["recipe_s"]["fracture"] == 3.0  # measured, not projected
+    assert figures["recipe_s"]["port"] == pytest.approx(2 * 3.5 + 1.0)  # two steady epochs + the first's extra
+    assert figures["recipe_speedup"] == pytest.approx(8.0 / 3.0)
+    assert figures["pipeline_headroom"] == pytest.approx(30.0)
+    report = write_report({"tensorflow": figures}, {"image_size": 224, "views": 2}, tmp_path, [])
+    assert report["recipe_speedup"] == figures["recipe_speedup"]
+    assert figures["flop_ceiling_fraction"] == pytest.approx(30.0 * 1.98 / 200.0)
+    labels = [row[0].strip() for row in rows(figures, 2)]
+    assert any(label.startswith("(e)") for label in labels) and "*" not in "".join(labels)
+    assert "| tensorflow | (a) input pipeline alone | 900.0 img/s | 1,000 img/s | 0.90x ↑ |" in markdown(
+        {"tensorflow": figures}, 2
+    )
+
+
+def test_the_subset_links_the_first_files_of_each_class(tmp_path):
+    root = make_class_folders(tmp_path / "data", per_class=5)
+    subset = make_subset(root, tmp_path / "subset", {"train": 3, "val": 2})
+    assert image_counts(root) == {"train": 10, "val": 10} and image_counts(subset) == {"train": 6, "val": 4}
+    linked = sorted((subset / "train" / "fractured").iterdir())
+    assert all(p.is_symlink() for p in linked) and [p.name for p in linked] == [f"{i}-rotated1.png" for i in range(3)]
+
+
+@pytest.mark.slow
+def test_the_quick_benchmark_prints_every_figure_and_writes_bench_json(tmp_path, real_root):
+    command = [
+        sys.executable,
+        "-m",
+        "fracture.bench",
+        "bench.quick=true",
+        f"data.root={real_root}",
+        "data.image_size=64",
+        "bench.subset_per_class={train:16,val:4}",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert set(report["backends"]) == {"tensorflow", "jax"} and report["recipe_speedup"] > 0
+    for figures in report["backends"].values():
+        assert figures["scaled"] and all(v > 0 for v in figures["recipe_s"].values())
+    assert "recipe speed-up" in done.stderr and (tmp_path / "bench.md").is_file()
