@@ -37,17 +37,34 @@ def test_epochs_scale_with_their_image_counts_and_the_first_epochs_tracing_count
 
 
 def test_extraction_scales_from_its_steady_rate():
-    train = {"split": "train", "images": 96, "seconds": 5.0, "first_call_s": 3.0, "first_call_images": 32}
-    val = {"split": "val", "images": 16, "seconds": 1.0, "first_call_s": 1.0, "first_call_images": 16}
+    train = {
+        "split": "train",
+        "images": 96,
+        "seconds": 7.0,
+        "forward_s": 5.0,
+        "first_call_s": 3.0,
+        "first_call_images": 32,
+    }
+    val = {"split": "val", "images": 16, "seconds": 1.5, "forward_s": 1.0, "first_call_s": 1.0, "first_call_images": 16}
     seconds = scaled_extraction([train, val], {"train": 480, "val": 160}, {"train": 48, "val": 16})
-    # After the first calls (4 s for 48 images), 64 images took 2 s: the other 960 + 160 - 48 go at 32 img/s.
-    assert seconds == pytest.approx(4.0 + (960 + 160 - 48) / 32)
+    # The backbone: first calls (4 s, 48 images) as measured, then 64 images in 2 s: the other 960 + 160 - 48
+    # at 32 img/s. The rest (2 s for train, 0.5 s for val) scales with the image counts (10x each).
+    assert seconds == pytest.approx(4.0 + (960 + 160 - 48) / 32 + 2.0 * 10 + 0.5 * 10)
 
 
 def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     fracture = {
         **epochs([1.0, 0.1, 0.1], [0.2, 0.05, 0.05]),
-        "extractions": [{"split": "train", "images": 64, "seconds": 2.0, "first_call_s": 1.0, "first_call_images": 32}],
+        "extractions": [
+            {
+                "split": "train",
+                "images": 64,
+                "seconds": 2.0,
+                "forward_s": 2.0,
+                "first_call_s": 1.0,
+                "first_call_images": 32,
+            }
+        ],
         "recipe_s": 3.0,
         "pipeline_img_s": 900.0,
         "train_img_s": 30.0,

@@ -31,7 +31,7 @@ class BenchSettings:
 
     backends: list[str] = field(default_factory=lambda: ["tensorflow", "jax"])
     full_data_backends: list[str] = field(default_factory=lambda: ["tensorflow"])
-    subset_per_class: dict[str, int] = field(default_factory=lambda: {"train": 64, "val": 16})
+    subset_per_class: dict[str, int] = field(default_factory=lambda: {"train": 32, "val": 16})
     batches: int = 20
     epochs: int = 10
     port_epochs: int = 1
@@ -123,15 +123,19 @@ def scaled_epochs(measured: dict, full: dict[str, int], used: dict[str, int], ep
 
 
 def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
-    """Seconds to extract every split's features at the full counts: each extraction's first backbone call as
-    measured (it traces the step), the other images at the steady rate of all the calls after the first."""
+    """Seconds to extract every split's features at the full counts. The backbone's first call is counted as
+    measured (it traces and freezes the step); its other calls go at their steady rate over all the splits;
+    the rest (decoding, augmentation, storing) scales with each split's image count."""
     first_s = sum(run["first_call_s"] for run in extractions)
     first_images = sum(run["first_call_images"] for run in extractions)
     steady_images = sum(run["images"] for run in extractions) - first_images
-    steady_s = sum(run["seconds"] for run in extractions) - first_s
-    steady_rate = steady_images / steady_s if steady_images else first_images / first_s
-    full_images = sum(run["images"] * full[run["split"]] // used[run["split"]] for run in extractions)
-    return first_s + (full_images - first_images) / steady_rate
+    steady_s = sum(run["forward_s"] for run in extractions) - first_s
+    full_images = sum(run["images"] * full[run["split"]] / used[run["split"]] for run in extractions)
+    forward = first_s + (full_images - first_images) * (
+        steady_s / steady_images if steady_images else first_s / first_images
+    )
+    rest = sum((run["seconds"] - run["forward_s"]) * full[run["split"]] / used[run["split"]] for run in extractions)
+    return forward + rest
 
 
 def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings: BenchSettings) -> dict:
@@ -142,7 +146,7 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
     extraction = scaled_extraction(fracture["extractions"], full, used)
     # Measured end to end on the full data; on a subset, extraction and epochs scaled up.
     fracture_recipe = extraction + fracture_epochs if scaled else fracture["recipe_s"]
-    extracted = sum(run["images"] * full[run["split"]] // used[run["split"]] for run in fracture["extractions"])
+    extracted = sum(run["images"] * full[run["split"]] / used[run["split"]] for run in fracture["extractions"])
     return {
         "scaled": scaled,
         "pipeline_img_s": {"fracture": fracture["pipeline_img_s"], "port": port["pipeline_img_s"]},
@@ -175,6 +179,8 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
         folder = out_dir / backend
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**asdict(settings), "root": str(data_root), "image": image, "out_dir": str(folder)}
+        if used != full:  # a subset: time at most the batches it has, after the warm-up one
+            spec["batches"] = max(1, min(settings.batches, used["train"] // 16 - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
         for side, figures in measured.items():
             figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder)

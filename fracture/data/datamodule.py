@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -255,12 +256,8 @@ class FractureDataModule:
         """Batches of `split`. Streams skip a file that fails to read mid-run (see `recheck`); prediction, whose
         output must align with `files(split)`, does not (`skip_errors=False`): recheck before predicting."""
         files = self.files(split)
-        decoded = None
-        if self.cache and skip_errors:  # a stream read every epoch; prediction reads once
-            if split not in self._decoded or self._decoded[split].paths != files.paths:
-                size = (self.image_size, self.image_size)
-                self._decoded[split] = DecodedImages(files.paths, size, self.cache, skip_errors)
-            decoded = self._decoded[split]
+        # Streams read every epoch decode once; prediction reads once and must keep every file's row.
+        decoded = self._decoded_images(split) if self.cache and skip_errors else None
         return make_dataset(
             files.paths,
             files.labels,
@@ -288,15 +285,27 @@ class FractureDataModule:
         """Batches of `split` in file order, without augmentation; labels align with `files(split).labels`."""
         return self._dataset(split, training=False, skip_errors=False)
 
-    def view_dataloader(self, split: str, views: int = 1, batch_size: int | None = None):
-        """`views` copies of each image of `split` in file order, view 0 un-augmented and the others augmented
-        as in training (the feature cache's input), in batches of `batch_size` (default: the data module's);
-        every file is decoded once."""
+    def view_batches(self, split: str, views: int = 1, batch_size: int | None = None) -> Iterator[np.ndarray]:
+        """`views` copies of each image of `split` in file order, as float32 `(views, B, H, W, 3)` batches of
+        `batch_size` (default: the data module's): view 0 as evaluation sees it, the others augmented as in
+        training (the feature cache's input). The split is decoded once (see `cache`)."""
         augmentation = self.augmentation() if views > 1 else None
         if views > 1 and augmentation is None:
             raise ConfigError(f"{views} views need an augmentation, but data.augmentation turns every transform off.")
-        size = (self.image_size, self.image_size)
-        return view_dataset(self.files(split).paths, size, batch_size or self.batch_size, views, augmentation)
+        decoded = self._decoded_images(split)
+        images = decoded.load()
+        if len(decoded.present) != len(images):
+            gone = len(images) - len(decoded.present)
+            raise DataError(f"{gone} file(s) of {split} no longer decode since the scan; run again.")
+        return view_dataset(images, batch_size or self.batch_size, views, augmentation).as_numpy_iterator()
+
+    def _decoded_images(self, split: str) -> DecodedImages:
+        """The split's decoded images, shared by the training streams and the feature cache (see `cache`)."""
+        files = self.files(split)
+        if split not in self._decoded or self._decoded[split].paths != files.paths:
+            size = (self.image_size, self.image_size)
+            self._decoded[split] = DecodedImages(files.paths, size, self.cache or "auto")
+        return self._decoded[split]
 
     def augmentation(self):
         """A new training augmentation pipeline (seeded), or None when augmentation is off."""

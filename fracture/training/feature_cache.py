@@ -94,31 +94,36 @@ def key_name(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def extract(backbone: keras.Model, batches, out: np.ndarray, batch_size: int, description: str) -> dict:
-    """Fill `out` `(views, N, ...)` with the backbone's outputs for `batches` of `(views, B, H, W, 3)` images.
+def extract(forward, batches, out: np.ndarray, batch_size: int, description: str) -> dict:
+    """Fill `out` `(views, N, ...)` with `forward`'s outputs for `batches` of `(views, B, H, W, 3)` images.
 
-    Every batch is padded to `batch_size`, so that a compiled predict step sees one shape. Returns the
-    timing: images, seconds, and the first backbone call's share (which pays for tracing the predict step)."""
+    Every batch is padded to `batch_size`, so that a compiled step sees one shape. Returns the timing: images,
+    seconds in all, seconds in `forward`, and its first call (which pays for tracing and freezing)."""
     views, count = out.shape[:2]
-    start, began, first = 0, time.perf_counter(), None
-    forward = frozen_inference(backbone)
+    start, began, forward_s, first = 0, time.perf_counter(), 0.0, None
     with progress_bar() as bar:
         task = bar.add_task(description, total=count)
         for stacked in batches:
-            stacked = np.asarray(stacked)
             size = stacked.shape[1]
             padded = np.zeros((batch_size, *stacked.shape[2:]), np.float32)
             for view in range(views):
                 padded[:size] = stacked[view]
+                called = time.perf_counter()
                 maps = forward(padded)
+                forward_s += time.perf_counter() - called
+                first = first or (forward_s, size)
                 out[view, start : start + size] = maps[:size].astype(FEATURE_DTYPE)
-                first = first or (time.perf_counter() - began, size)
             start += size
             bar.advance(task, size)
     if start != count:
         raise DataError(f"read {start} of {count} images while caching features: did files change? Run again.")
-    seconds = time.perf_counter() - began
-    return {"images": count * views, "seconds": seconds, "first_call_s": first[0], "first_call_images": first[1]}
+    return {
+        "images": count * views,
+        "seconds": time.perf_counter() - began,
+        "forward_s": forward_s,
+        "first_call_s": first[0],
+        "first_call_images": first[1],
+    }
 
 
 @dataclass
@@ -131,6 +136,17 @@ class FeatureCache:
     def __post_init__(self):
         self.folder = Path(self.folder).expanduser() if self.folder else None
         self.extractions: list[dict] = []  # `extract`'s timing of every extraction, with its split
+        self._frozen: tuple[keras.Model, object] | None = None  # (backbone, its frozen forward pass)
+
+    def _forward(self, backbone: keras.Model):
+        """The backbone's frozen inference pass, frozen on first use and kept for the next split."""
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            if self._frozen is None or self._frozen[0] is not backbone:
+                self._frozen = (backbone, frozen_inference(backbone))
+            return self._frozen[1](batch)
+
+        return run
 
     def features(self, backbone: keras.Model, datamodule, split: str, views: int) -> np.ndarray:
         """`(views, N, h, w, c)` float16 backbone outputs for the files of `split`, from the cache or computed."""
@@ -147,15 +163,19 @@ class FeatureCache:
                 return np.load(stored, mmap_mode="r")
         size = int(np.prod(shape)) * np.dtype(FEATURE_DTYPE).itemsize
         description = f"caching {split} features ({len(paths)} images x {views} view(s), {size / 1e9:.2f} GB)"
-        batches = datamodule.view_dataloader(split, views, batch_size=EXTRACT_BATCH)
+        batches = datamodule.view_batches(split, views, batch_size=EXTRACT_BATCH)
         if self.folder is None:
             out = np.empty(shape, FEATURE_DTYPE)
-            self.extractions.append({"split": split, **extract(backbone, batches, out, EXTRACT_BATCH, description)})
+            self.extractions.append(
+                {"split": split, **extract(self._forward(backbone), batches, out, EXTRACT_BATCH, description)}
+            )
             return out
         check_writable(self.folder, size)
         with atomic_path(stored) as staging:
             out = np.lib.format.open_memmap(staging, mode="w+", dtype=FEATURE_DTYPE, shape=shape)
-            self.extractions.append({"split": split, **extract(backbone, batches, out, EXTRACT_BATCH, description)})
+            self.extractions.append(
+                {"split": split, **extract(self._forward(backbone), batches, out, EXTRACT_BATCH, description)}
+            )
             out.flush()
             del out
         write_json_atomic(record, {"key": key, "shape": list(shape), "dtype": np.dtype(FEATURE_DTYPE).name})
