@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fracture.benchmarking import port
 from fracture.errors import DataError
 from fracture.training.progress import console
 
@@ -180,7 +181,7 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**asdict(settings), "root": str(data_root), "image": image, "out_dir": str(folder)}
         if used != full:  # a subset: time at most the batches it has, after the warm-up one
-            spec["batches"] = max(1, min(settings.batches, used["train"] // 16 - 1))
+            spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
         for side, figures in measured.items():
             figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder)
