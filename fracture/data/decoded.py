@@ -42,12 +42,13 @@ class DecodedImages:
     def __init__(self, paths: list[str], image_size: tuple[int, int], where: bool | str, skip_errors: bool = True):
         self.paths, self.image_size, self.skip_errors = list(paths), image_size, skip_errors
         self.shape = (len(self.paths), *image_size, 3)
-        size = int(np.prod(self.shape))
+        self._temporary = None
         if where == "auto":
             free = available_memory()
-            where = True if free is not None and size <= MEMORY_SHARE * free else "temporary"
-        self._temporary = tempfile.TemporaryDirectory(prefix="fracture-decoded-") if where == "temporary" else None
-        self.folder = Path(self._temporary.name if self._temporary else where) if where is not True else None
+            fits = free is not None and int(np.prod(self.shape)) <= MEMORY_SHARE * free
+            self._temporary = None if fits else tempfile.TemporaryDirectory(prefix="fracture-decoded-")
+            where = self._temporary.name if self._temporary else True
+        self.folder = None if where is True else Path(where)
         self.images: np.ndarray | None = None
         self.present: np.ndarray | None = None
 

@@ -10,13 +10,10 @@ On JAX, `predict_on_batch` is already one compiled XLA program and is used as it
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import keras
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 def frozen_inference(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:

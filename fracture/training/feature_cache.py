@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,6 @@ FEATURE_DTYPE = np.float16
 # Images per backbone call while extracting: measured on a 2-core CPU (EfficientNetB3, 224 px), 32 ran at
 # 28 img/s against 24 for 16 and 27 for 64.
 EXTRACT_BATCH = 32
-log = logging.getLogger(__name__)
 
 
 def split_at_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
