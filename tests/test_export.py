@@ -163,6 +163,7 @@ def test_formats_are_parsed_and_refused_per_backend():
         check_backend(["tflite"], "jax")
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes
 def test_efficientnet_b3_exports_to_onnx_without_extra_inputs(tmp_path):
     """EfficientNetB3's Normalization layer holds captured tensors, which tf2onnx made into graph inputs."""
     model = FractureClassifier("efficientnet_b3", weights=None, image_size=32).configure_model()

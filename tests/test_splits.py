@@ -129,6 +129,7 @@ def test_grouped_training_run_on_real_xrays_writes_a_leak_free_split(tmp_path, r
     assert metrics["val/shared_with_train/files"] == 0 and metrics["test/shared_with_train/files"] == 0
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes
 def test_cross_validation_sweep_reports_folds_and_pooled_auroc(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(

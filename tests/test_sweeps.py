@@ -25,6 +25,7 @@ def summary_rows(tmp_path):
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes
 def test_grid_sweep_writes_job_folders_and_a_summary(tmp_path):
     result = sweep(tmp_path, "model.optimizer.lr=1e-3,3e-4", "data.batch_size=16,32")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -46,6 +47,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert rows["8"]["status"] == "failed" and "image_size must be at least 32" in rows["8"]["error"]
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes
 def test_optuna_search_reports_the_best_parameters(tmp_path):
     result = sweep(
         tmp_path, "hparams_search=effb3_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2"

@@ -37,6 +37,7 @@ def test_fast_dev_run_writes_config_checkpoint_and_metrics(tmp_path, backend):
     assert f"backend {backend}" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes
 def test_effb3_trains_on_real_xrays(tmp_path, real_root):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -55,6 +56,7 @@ def test_effb3_trains_on_real_xrays(tmp_path, real_root):
     check_run_folder(run_dir, 64)
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes
 def test_demo_learns_the_synthetic_fractures(tmp_path):
     """The embedded default must learn something real: validation AUC well above chance (0.5)."""
     run_dir = tmp_path / "run"
