@@ -59,7 +59,8 @@ def split_at_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     noise = next((layer for layer in head_layers[:1] if isinstance(layer, keras.layers.GaussianNoise)), None)
     start = 0 if noise is None else 1
     pool = head_layers[start] if len(head_layers) > start else None
-    if not isinstance(pool, keras.layers.GlobalAveragePooling2D) or pool.keepdims or pool.data_format != "channels_last":
+    pools_flat = isinstance(pool, keras.layers.GlobalAveragePooling2D) and not pool.keepdims
+    if not pools_flat or pool.data_format != "channels_last":
         raise ValueError(
             f"{model.name}'s head must start with GlobalAveragePooling2D (after an optional GaussianNoise) "
             "to train on cached features; set trainer.feature_cache=false."
