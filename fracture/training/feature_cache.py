@@ -202,6 +202,22 @@ class FeatureCache:
         write_json_atomic(record, {"key": key, "shape": list(shape), "dtype": np.dtype(FEATURE_DTYPE).name})
         return np.load(stored, mmap_mode="r")
 
+    def training_data(self, backbone: keras.Model, datamodule) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+        """(train, val) batches of `datamodule`'s cached features: train with `views` views per image (one
+        when augmentation is off), shuffled as the streaming pipeline shuffles; val un-augmented, in order."""
+        views = self.views if datamodule.augmentation() is not None else 1
+        train_features = self.features(backbone, datamodule, "train", views)
+        val_features = self.features(backbone, datamodule, "val", 1)
+        train = feature_batches(
+            train_features,
+            datamodule.labels("train"),
+            datamodule.batch_size,
+            training=True,
+            seed=datamodule.seed,
+            drop_remainder=datamodule.drops_remainder("train"),
+        )
+        return train, feature_batches(val_features, datamodule.labels("val"), datamodule.batch_size, training=False)
+
 
 def feature_batches(
     features: np.ndarray,

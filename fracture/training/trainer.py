@@ -19,7 +19,7 @@ from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
-from fracture.training.feature_cache import FeatureCache, cache_decision, feature_batches, split_at_head
+from fracture.training.feature_cache import FeatureCache, cache_decision, split_at_head
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
@@ -192,20 +192,8 @@ class Trainer:
         if self._split is None or self._split[0] is not classifier.model:
             self._split = (classifier.model, *split_at_head(classifier.model))
         _, backbone, head = self._split
-        views = self.cache.views if datamodule.augmentation() is not None else 1
-        train_features = self.cache.features(backbone, datamodule, "train", views)
-        val_features = self.cache.features(backbone, datamodule, "val", 1)
-        batch_size = datamodule.batch_size
-        train = feature_batches(
-            train_features,
-            datamodule.labels("train"),
-            batch_size,
-            training=True,
-            seed=datamodule.seed,
-            drop_remainder=datamodule.drops_remainder("train"),
-        )
+        train, val = self.cache.training_data(backbone, datamodule)
         train, steps = self._limited(train, datamodule.num_batches("train", training=True), self.limit_train_batches)
-        val = feature_batches(val_features, datamodule.labels("val"), batch_size, training=False)
         val, _ = self._limited(val, datamodule.num_batches("val"), self.limit_val_batches)
         self.used_feature_cache = True
         return head, train, steps, val
