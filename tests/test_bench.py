@@ -15,6 +15,7 @@ from fracture.benchmarking.runner import (
     make_subset,
     scaled_epochs,
     scaled_extraction,
+    scaled_setup,
 )
 
 
@@ -50,6 +51,12 @@ def test_extraction_scales_from_its_steady_rate():
     # The backbone: first calls (4 s, 48 images) as measured, then 64 images in 2 s: the other 960 + 160 - 48
     # at 32 img/s. The rest (2 s for train, 0.5 s for val) scales with the image counts (10x each).
     assert seconds == pytest.approx(4.0 + (960 + 160 - 48) / 32 + 2.0 * 10 + 0.5 * 10)
+
+
+def test_the_recipes_setup_scales_with_the_image_count():
+    measured = {**epochs([1.0], [0.5]), "extractions": [{"seconds": 2.0}], "recipe_s": 2.0 + 2.0 + 1.5}
+    # Outside the extraction (2 s) and the epoch (2 s of wall time): 1.5 s for 20 images, so 15 s for 200.
+    assert scaled_setup(measured, {"train": 150, "val": 50}, {"train": 15, "val": 5}) == pytest.approx(15.0)
 
 
 def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):

@@ -105,6 +105,7 @@ def measure_fracture(spec: dict) -> dict:
         feature_cache_dir=Path(spec["out_dir"]) / "features",  # empty: the extraction is measured
     )
     start = time.time()
+    datamodule = data()  # a fresh one: the recipe decodes its images itself, as a new run would
     trainer.fit(recipe, datamodule)
     result.update(recipe_s=time.time() - start, extractions=trainer.cache.extractions, **epoch_figures(epochs))
 
