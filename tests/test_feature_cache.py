@@ -42,7 +42,7 @@ def largest_difference(a, b):
 def test_cached_and_uncached_runs_reach_the_same_weights_and_metrics(tmp_path, synthetic_root):
     plain, plain_history, plain_best, _ = train(synthetic_root, tmp_path, feature_cache=False)
     cached, cached_history, cached_best, trainer = train(synthetic_root, tmp_path, feature_cache=True)
-    assert trainer.used_feature_cache and trainer.cache.extractions  # the head really trained on cached maps
+    assert trainer.used_feature_cache and trainer.cache.extractions  # the head really trained on cached features
     tolerance = 5e-3  # float16 features: 3 significant digits, through 3 epochs of Adam
     difference = largest_difference(plain, cached)
     assert difference < tolerance
