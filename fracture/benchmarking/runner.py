@@ -123,6 +123,11 @@ def scaled_epochs(measured: dict, full: dict[str, int], used: dict[str, int], ep
     return epoch, epochs * epoch + first_extra
 
 
+def extracted_images(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
+    """Backbone passes the extractions would make at the full image counts."""
+    return sum(run["images"] * full[run["split"]] / used[run["split"]] for run in extractions)
+
+
 def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
     """Seconds to extract every split's features at the full counts. The backbone's first call is counted as
     measured (it traces and freezes the step); its other calls go at their steady rate over all the splits;
@@ -131,7 +136,7 @@ def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[
     first_images = sum(run["first_call_images"] for run in extractions)
     steady_images = sum(run["images"] for run in extractions) - first_images
     steady_s = sum(run["forward_s"] for run in extractions) - first_s
-    full_images = sum(run["images"] * full[run["split"]] / used[run["split"]] for run in extractions)
+    full_images = extracted_images(extractions, full, used)
     forward = first_s + (full_images - first_images) * (
         steady_s / steady_images if steady_images else first_s / first_images
     )
@@ -154,16 +159,17 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
     fracture_epoch, fracture_epochs = scaled_epochs(fracture, full, used, settings.epochs)
     extraction = scaled_extraction(fracture["extractions"], full, used)
     # Measured end to end on the full data; on a subset, each part scaled up.
-    setup = scaled_setup(fracture, full, used)
-    fracture_recipe = extraction + fracture_epochs + setup if scaled else fracture["recipe_s"]
-    extracted = sum(run["images"] * full[run["split"]] / used[run["split"]] for run in fracture["extractions"])
+    if scaled:
+        fracture_recipe = extraction + fracture_epochs + scaled_setup(fracture, full, used)
+    else:
+        fracture_recipe = fracture["recipe_s"]
     return {
         "scaled": scaled,
         "pipeline_img_s": {"fracture": fracture["pipeline_img_s"], "port": port["pipeline_img_s"]},
         "pipeline_headroom": fracture["pipeline_img_s"] / fracture["train_img_s"],
         "train_img_s": {"fracture": fracture["train_img_s"], "port": port["train_img_s"]},
         "extraction_s": extraction,
-        "extraction_img_s": extracted / extraction,
+        "extraction_img_s": extracted_images(fracture["extractions"], full, used) / extraction,
         "epoch_s": {"fracture": fracture_epoch, "port": port_epoch},
         "recipe_s": {"fracture": fracture_recipe, "port": port_recipe},
         "recipe_speedup": port_recipe / fracture_recipe,
