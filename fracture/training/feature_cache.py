@@ -185,18 +185,17 @@ class FeatureCache:
         size = int(np.prod(shape)) * np.dtype(FEATURE_DTYPE).itemsize
         description = f"caching {split} features ({len(paths)} images x {views} view(s), {size / 1e9:.2f} GB)"
         batches = datamodule.view_batches(split, views, batch_size=EXTRACT_BATCH)
-        if self.folder is None:
-            out = np.empty(shape, FEATURE_DTYPE)
-            self.extractions.append(
-                {"split": split, **extract(self._forward(backbone), batches, out, EXTRACT_BATCH, description)}
-            )
+
+        def fill(out: np.ndarray) -> np.ndarray:
+            timing = extract(self._forward(backbone), batches, out, EXTRACT_BATCH, description)
+            self.extractions.append({"split": split, **timing})
             return out
+
+        if self.folder is None:
+            return fill(np.empty(shape, FEATURE_DTYPE))
         check_writable(self.folder, size)
         with atomic_path(stored) as staging:
-            out = np.lib.format.open_memmap(staging, mode="w+", dtype=FEATURE_DTYPE, shape=shape)
-            self.extractions.append(
-                {"split": split, **extract(self._forward(backbone), batches, out, EXTRACT_BATCH, description)}
-            )
+            out = fill(np.lib.format.open_memmap(staging, mode="w+", dtype=FEATURE_DTYPE, shape=shape))
             out.flush()
             del out
         write_json_atomic(record, {"key": key, "shape": list(shape), "dtype": np.dtype(FEATURE_DTYPE).name})
