@@ -10,8 +10,10 @@ from conftest import make_class_folders
 from fracture.benchmarking.report import markdown, rows, write_report
 from fracture.benchmarking.runner import (
     BenchSettings,
+    backbone_rate,
     backend_figures,
     image_counts,
+    launch,
     make_subset,
     scaled_epochs,
     scaled_extraction,
@@ -51,6 +53,7 @@ def test_extraction_scales_from_its_steady_rate():
     # The backbone: first calls (4 s, 48 images) as measured, then 64 images in 2 s: the other 960 + 160 - 48
     # at 32 img/s. The rest (2 s for train, 0.5 s for val) scales with the image counts (10x each).
     assert seconds == pytest.approx(4.0 + (960 + 160 - 48) / 32 + 2.0 * 10 + 0.5 * 10)
+    assert backbone_rate([train, val]) == pytest.approx(32.0)  # the table's backbone rate
 
 
 def test_the_recipes_setup_scales_with_the_image_count():
@@ -80,7 +83,6 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
         "predict_cold_s": 10.0,
         "first_step_s": 15.0,
         "matmul_gflops": 200.0,
-        "backbone_img_s": 30.0,
     }
     port = {**fracture, **epochs([3.0, 2.0], [1.0, 1.0]), "pipeline_img_s": 1000.0, "val_auroc": 0.8}
     full = {"train": 64, "val": 16}
@@ -91,12 +93,23 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     assert figures["pipeline_headroom"] == pytest.approx(30.0)
     report = write_report({"tensorflow": figures}, {"image_size": 224, "views": 2}, tmp_path, [])
     assert report["recipe_speedup"] == figures["recipe_speedup"]
-    assert figures["flop_ceiling_fraction"] == pytest.approx(30.0 * 1.98 / 200.0)
+    # The backbone's steady rate in the extraction: 32 images in 1 s after the first call.
+    assert figures["flop_ceiling_fraction"] == pytest.approx(32.0 * 1.98 / 200.0)
     labels = [row[0].strip() for row in rows(figures, 2)]
     assert any(label.startswith("(e)") for label in labels) and "*" not in "".join(labels)
     assert "| tensorflow | (a) input pipeline alone | 900.0 img/s | 1,000 img/s | 0.90x ↑ |" in markdown(
         {"tensorflow": figures}, 2
     )
+
+
+def test_launch_times_a_process_to_its_result_line_not_to_its_exit(tmp_path):
+    script = "import time; print('warming up'); time.sleep(0.5); print('result: 0.9'); time.sleep(3)"
+    log = tmp_path / "run.log"
+    to_result = launch(["-c", script], "tensorflow", log, result_line="result:")
+    assert 0.5 <= to_result < 3.0 and "result: 0.9" in log.read_text()
+    assert launch(["-c", script], "tensorflow", log) >= 3.5  # without a result line: to the exit
+    with pytest.raises(RuntimeError, match="never printed"):
+        launch(["-c", "print('no result')"], "tensorflow", log, result_line="result:")
 
 
 def test_the_subset_links_the_first_files_of_each_class(tmp_path):

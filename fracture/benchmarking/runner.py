@@ -68,16 +68,28 @@ def make_subset(root: Path, target: Path, per_class: dict[str, int]) -> Path:
     return target
 
 
-def launch(arguments: list[str], backend: str, log_path: Path) -> float:
-    """Run `python <arguments>` with `KERAS_BACKEND=backend`; returns its wall time from launch to exit."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    start = time.time()
-    with open(log_path, "w") as log:
-        done = subprocess.run([sys.executable, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+def launch(arguments: list[str], backend: str, log_path: Path, result_line: str | None = None) -> float:
+    """Run `python <arguments>` with `KERAS_BACKEND=backend`, its output into `log_path`. Returns the seconds
+    from launch to the first output line that contains `result_line`, or to the exit when it is None."""
+    # Unbuffered, so that each line arrives when it is printed.
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    start, result_at = time.time(), None
+    command = [sys.executable, *arguments]
+    with (
+        open(log_path, "w") as log,
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process,
+    ):
+        for line in process.stdout:
+            if result_at is None and result_line is not None and result_line in line:
+                result_at = time.time()
+            log.write(line)
+    exited = time.time()
+    if process.returncode != 0:
         tail = log_path.read_text()[-2000:]
-        raise RuntimeError(f"{' '.join(arguments[:3])} on {backend} failed (exit {done.returncode}):\n{tail}")
-    return time.time() - start
+        raise RuntimeError(f"{' '.join(arguments[:3])} on {backend} failed (exit {process.returncode}):\n{tail}")
+    if result_line is not None and result_at is None:
+        raise RuntimeError(f"{' '.join(arguments[:3])} on {backend} never printed {result_line!r}; see {log_path}")
+    return (result_at or exited) - start
 
 
 def run_worker(side: str, backend: str, spec: dict, folder: Path) -> dict:
@@ -94,7 +106,8 @@ def run_worker(side: str, backend: str, spec: dict, folder: Path) -> dict:
 
 
 def cold_predict_s(side: str, backend: str, checkpoint: str, image: str, folder: Path) -> float:
-    """Seconds from launching a new process to its printed prediction of one image."""
+    """Seconds from launching a new process to its printed prediction of one image (the interpreter's exit
+    after it is not counted)."""
     if side == "fracture":
         arguments = [
             "-m",
@@ -104,9 +117,11 @@ def cold_predict_s(side: str, backend: str, checkpoint: str, image: str, folder:
             "explain=false",
             f"hydra.run.dir={folder / f'predict_{backend}'}",
         ]
+        result_line = "predictions:"  # the line after the table of results
     else:
         arguments = ["-m", "fracture.benchmarking.port", "predict", checkpoint, image]
-    return launch(arguments, backend, folder / f"cold_{side}_{backend}.log")
+        result_line = f"{image}: "
+    return launch(arguments, backend, folder / f"cold_{side}_{backend}.log", result_line)
 
 
 def scaled_epochs(measured: dict, full: dict[str, int], used: dict[str, int], epochs: int) -> tuple[float, float]:
@@ -128,18 +143,24 @@ def extracted_images(extractions: list[dict], full: dict[str, int], used: dict[s
     return sum(run["images"] * full[run["split"]] / used[run["split"]] for run in extractions)
 
 
-def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
-    """Seconds to extract every split's features at the full counts. The backbone's first call is counted as
-    measured (it traces and freezes the step); its other calls go at their steady rate over all the splits;
-    the rest (decoding, augmentation, storing) scales with each split's image count."""
+def backbone_rate(extractions: list[dict]) -> float:
+    """Images per second through the backbone in the extractions' calls after each one's first (which traces
+    and freezes the step): the steady forward rate. Only the first calls' rate when there were no others."""
     first_s = sum(run["first_call_s"] for run in extractions)
     first_images = sum(run["first_call_images"] for run in extractions)
     steady_images = sum(run["images"] for run in extractions) - first_images
     steady_s = sum(run["forward_s"] for run in extractions) - first_s
+    return steady_images / steady_s if steady_images else first_images / first_s
+
+
+def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
+    """Seconds to extract every split's features at the full counts. The backbone's first call is counted as
+    measured; its other calls go at the steady rate (`backbone_rate`) over all the splits; the rest (decoding,
+    augmentation, storing) scales with each split's image count."""
+    first_s = sum(run["first_call_s"] for run in extractions)
+    first_images = sum(run["first_call_images"] for run in extractions)
     full_images = extracted_images(extractions, full, used)
-    forward = first_s + (full_images - first_images) * (
-        steady_s / steady_images if steady_images else first_s / first_images
-    )
+    forward = first_s + (full_images - first_images) / backbone_rate(extractions)
     rest = sum((run["seconds"] - run["forward_s"]) * full[run["split"]] / used[run["split"]] for run in extractions)
     return forward + rest
 
@@ -178,7 +199,7 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
         "predict_cold_s": {"fracture": fracture["predict_cold_s"], "port": port["predict_cold_s"]},
         "first_step_s": {"fracture": fracture["first_step_s"], "port": port["first_step_s"]},
         "matmul_gflops": fracture["matmul_gflops"],
-        "backbone_img_s": fracture["backbone_img_s"],
+        "backbone_img_s": backbone_rate(fracture["extractions"]),
     }
 
 

@@ -75,16 +75,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def forward_rate(forward, input_shape: tuple[int, ...], batch_size: int = 32, repeats: int = 3) -> float:
-    """Images per second through `forward(batch)` on random pixels, after one warm-up call."""
-    batch = np.random.default_rng(0).uniform(0, 255, (batch_size, *input_shape)).astype(np.float32)
-    forward(batch)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        forward(batch)
-    return batch_size * repeats / (time.perf_counter() - start)
-
-
 def median_ms(function, repeats: int, warmup: int = 2) -> float:
     """Median wall time of `function()` in milliseconds, after `warmup` calls."""
     for _ in range(warmup):
