@@ -53,6 +53,15 @@ def decode_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     return tf.ensure_shape(resize_image(image, image_size), (*image_size, 3))
 
 
+def numpy_rows(lookup, inputs: list, dtype: tf.DType, row_shape: tuple[int, ...]) -> tf.Tensor:
+    """`lookup(*inputs)` (NumPy indexing of an in-memory or memory-mapped array) run inside a `tf.data` map.
+
+    `tf.numpy_function` forgets the shape of what it returns; the rows' shape is restored here, since Keras
+    and the ops after it need it."""
+    rows = tf.numpy_function(lookup, inputs, dtype, stateful=False)
+    return tf.ensure_shape(rows, (None, *row_shape))
+
+
 def make_dataset(
     paths: list[str],
     labels: np.ndarray,
@@ -89,8 +98,7 @@ def make_dataset(
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
         def gather(indices, batch_labels):
-            batch = tf.numpy_function(lambda i: images[i], [indices], tf.uint8)
-            return tf.ensure_shape(batch, (None, *image_size, 3)), batch_labels
+            return numpy_rows(lambda i: images[i], [indices], tf.uint8, (*image_size, 3)), batch_labels
 
         ds = ds.map(gather, num_parallel_calls=autotune)
     else:
@@ -116,8 +124,7 @@ def view_dataset(images: np.ndarray, batch_size: int, views: int, augmentation=N
         raise ValueError("views beyond the first need an augmentation")
 
     def with_views(indices):
-        batch = tf.numpy_function(lambda i: images[i], [indices], tf.uint8, stateful=False)
-        batch = tf.cast(tf.ensure_shape(batch, (None, *images.shape[1:])), tf.float32)
+        batch = tf.cast(numpy_rows(lambda i: images[i], [indices], tf.uint8, images.shape[1:]), tf.float32)
         return tf.stack([batch] + [augmentation(batch, training=True) for _ in range(views - 1)])
 
     return tf.data.Dataset.range(len(images)).batch(batch_size).map(with_views)

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fracture.data.pipeline import numpy_rows
 from fracture.errors import DataError
 from fracture.io import atomic_path, check_writable, write_json_atomic
 from fracture.models.frozen import frozen_inference
@@ -248,8 +249,7 @@ def feature_batches(
         return features[chosen, indices].astype(np.float32)
 
     def load(indices, chosen, batch_labels):
-        batch = tf.numpy_function(gather, [indices, chosen], tf.float32, stateful=False)
-        return tf.ensure_shape(batch, (None, *features.shape[2:])), batch_labels
+        return numpy_rows(gather, [indices, chosen], tf.float32, features.shape[2:]), batch_labels
 
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
