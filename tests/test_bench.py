@@ -15,10 +15,12 @@ from fracture.benchmarking.runner import (
     image_counts,
     launch,
     make_subset,
+    run_benchmark,
     scaled_epochs,
     scaled_extraction,
     scaled_setup,
 )
+from fracture.errors import DataError
 
 
 def epochs(train, val, other=0.5):
@@ -120,16 +122,23 @@ def test_the_subset_links_the_first_files_of_each_class(tmp_path):
     assert all(p.is_symlink() for p in linked) and [p.name for p in linked] == [f"{i}-rotated1.png" for i in range(3)]
 
 
+def test_too_few_training_images_are_refused_before_anything_runs(tmp_path):
+    root = make_class_folders(tmp_path / "data", per_class=5)  # 10 training images: fewer than two batches
+    with pytest.raises(DataError, match="at least 32 training images"):
+        run_benchmark(root, tmp_path / "out", BenchSettings(full_data_backends=["tensorflow", "jax"]))
+    assert not (tmp_path / "out" / "tensorflow").exists()
+
+
 @pytest.mark.slow
-def test_the_quick_benchmark_prints_every_figure_and_writes_bench_json(tmp_path, real_root):
+def test_the_quick_benchmark_prints_every_figure_and_writes_bench_json(tmp_path, synthetic_root):
     command = [
         sys.executable,
         "-m",
         "fracture.bench",
         "bench.quick=true",
-        f"data.root={real_root}",
+        f"data.root={synthetic_root}",
         "data.image_size=64",
-        "bench.subset_per_class={train:16,val:4}",
+        "bench.quick_settings.subset_per_class={train:16,val:4}",
         f"hydra.run.dir={tmp_path}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)

@@ -203,15 +203,29 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
     }
 
 
+def check_enough_images(counts: dict[str, int], folder: Path) -> None:
+    """Training steps are timed after a warm-up one, so every side needs two full training batches."""
+    needed = 2 * port.BATCH_SIZE
+    if counts["train"] < needed or counts["val"] < 1:
+        raise DataError(
+            f"{folder} has {counts['train']} training and {counts['val']} validation images; the benchmark needs "
+            f"at least {needed} training images (two batches of {port.BATCH_SIZE}) and one validation image. Use "
+            "a larger folder, or more images per class in bench.subset_per_class (bench.quick_settings."
+            "subset_per_class with bench.quick=true)."
+        )
+
+
 def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings, image: str | None = None) -> dict:
     """Measure every backend of `settings`; returns bench.json's content (see `report.write_report`)."""
     root, out_dir = Path(root).expanduser().resolve(), Path(out_dir)
     full = image_counts(root)
     subset_root = make_subset(root, out_dir / "subset", settings.subset_per_class)
+    data_roots = {b: root if b in settings.full_data_backends else subset_root for b in settings.backends}
+    for data_root in set(data_roots.values()):  # before any process starts
+        check_enough_images(image_counts(data_root), data_root)
     image = image or str(sorted((root / "val").glob("*/*"))[0])
     results = {}
-    for backend in settings.backends:
-        data_root = root if backend in settings.full_data_backends else subset_root
+    for backend, data_root in data_roots.items():
         used = image_counts(data_root)
         folder = out_dir / backend
         folder.mkdir(parents=True, exist_ok=True)
