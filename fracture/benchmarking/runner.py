@@ -143,11 +143,15 @@ def extracted_images(extractions: list[dict], full: dict[str, int], used: dict[s
     return sum(run["images"] * full[run["split"]] / used[run["split"]] for run in extractions)
 
 
+def first_calls(extractions: list[dict]) -> tuple[float, int]:
+    """(seconds, images) of each extraction's first backbone call, which traces and freezes the step."""
+    return sum(run["first_call_s"] for run in extractions), sum(run["first_call_images"] for run in extractions)
+
+
 def backbone_rate(extractions: list[dict]) -> float:
-    """Images per second through the backbone in the extractions' calls after each one's first (which traces
-    and freezes the step): the steady forward rate. Only the first calls' rate when there were no others."""
-    first_s = sum(run["first_call_s"] for run in extractions)
-    first_images = sum(run["first_call_images"] for run in extractions)
+    """Images per second through the backbone in the extractions' calls after each one's first: the steady
+    forward rate. Only the first calls' rate when there were no others."""
+    first_s, first_images = first_calls(extractions)
     steady_images = sum(run["images"] for run in extractions) - first_images
     steady_s = sum(run["forward_s"] for run in extractions) - first_s
     return steady_images / steady_s if steady_images else first_images / first_s
@@ -157,8 +161,7 @@ def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[
     """Seconds to extract every split's features at the full counts. The backbone's first call is counted as
     measured; its other calls go at the steady rate (`backbone_rate`) over all the splits; the rest (decoding,
     augmentation, storing) scales with each split's image count."""
-    first_s = sum(run["first_call_s"] for run in extractions)
-    first_images = sum(run["first_call_images"] for run in extractions)
+    first_s, first_images = first_calls(extractions)
     full_images = extracted_images(extractions, full, used)
     forward = first_s + (full_images - first_images) / backbone_rate(extractions)
     rest = sum((run["seconds"] - run["forward_s"]) * full[run["split"]] / used[run["split"]] for run in extractions)
@@ -221,12 +224,13 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
     full = image_counts(root)
     subset_root = make_subset(root, out_dir / "subset", settings.subset_per_class)
     data_roots = {b: root if b in settings.full_data_backends else subset_root for b in settings.backends}
-    for data_root in set(data_roots.values()):  # before any process starts
-        check_enough_images(image_counts(data_root), data_root)
+    counts = {data_root: image_counts(data_root) for data_root in set(data_roots.values())}
+    for data_root, used in counts.items():  # before any process starts
+        check_enough_images(used, data_root)
     image = image or str(sorted((root / "val").glob("*/*"))[0])
     results = {}
     for backend, data_root in data_roots.items():
-        used = image_counts(data_root)
+        used = counts[data_root]
         folder = out_dir / backend
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**asdict(settings), "root": str(data_root), "image": image, "out_dir": str(folder)}
