@@ -17,8 +17,8 @@ np.save(sys.argv[2], np.stack(rows))
 
 
 def test_gradcam_matches_across_backends(tmp_path, tiny_checkpoint, synthetic_root):
-    # Several images: the one-epoch checkpoint is not seeded, and for some image Grad-CAM can be flat
-    # (every weighted channel negative), which would leave nothing to compare.
+    # Several images: for some image Grad-CAM can be flat (every weighted channel negative), which would
+    # leave nothing to compare; the checkpoint is seeded so that this one has varied maps.
     images = [sorted((synthetic_root / "val" / name).glob("*.png"))[:2] for name in ("fractured", "not fractured")]
     results = {}
     for backend in ("tensorflow", "jax"):
