@@ -25,6 +25,7 @@ _EXPORTS = {
     "load_predictor": "fracture.inference.predictor",
     "Trainer": "fracture.training.trainer",
     "enable_compilation_cache": "fracture.compilation_cache",
+    "enable_fast_depthwise_conv": "fracture.jax_depthwise",
     "load_checkpoint": "fracture.models.checkpoint",
     "read_metadata": "fracture.models.checkpoint",
     "save_checkpoint": "fracture.models.checkpoint",

@@ -44,6 +44,7 @@ def settings_from(cfg: DictConfig) -> tuple[BenchSettings, list[str]]:
         image_size=cfg.data.image_size,
         seed=cfg.seed,
         compilation_cache=cfg.compilation_cache,
+        fast_depthwise_conv=cfg.fast_depthwise_conv,
     )
     return settings, notes
 

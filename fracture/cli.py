@@ -21,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
 from fracture.errors import ConfigError, FractureError  # noqa: E402
 from fracture.io import check_writable, nearest_existing  # noqa: E402
+from fracture.jax_depthwise import enable_fast_depthwise_conv  # noqa: E402
 
 # The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
 # editable and regular installs find the same files.
@@ -47,6 +48,7 @@ def build_all(group: DictConfig | None) -> list:
 def prepare_backend(cfg: DictConfig) -> None:
     """Backend set-up shared by the entry points, done before any model is built."""
     enable_compilation_cache(cfg.get("compilation_cache"))
+    enable_fast_depthwise_conv(bool(cfg.get("fast_depthwise_conv", False)))
 
 
 @contextlib.contextmanager

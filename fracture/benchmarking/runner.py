@@ -42,6 +42,7 @@ class BenchSettings:
     weights: str | None = "imagenet"
     seed: int = 42
     compilation_cache: str | None = "~/.cache/fracture/jax-compilation"
+    fast_depthwise_conv: bool = True
 
 
 def image_counts(root: Path) -> dict[str, int]:
@@ -105,16 +106,22 @@ def run_worker(side: str, backend: str, spec: dict, folder: Path) -> dict:
     return json.loads(result_path.read_text())
 
 
-def cold_predict_s(side: str, backend: str, checkpoint: str, image: str, folder: Path) -> float:
+def cold_predict_s(
+    side: str, backend: str, checkpoint: str, image: str, folder: Path, settings: BenchSettings
+) -> float:
     """Seconds from launching a new process to its printed prediction of one image (the interpreter's exit
-    after it is not counted)."""
+    after it is not counted). fracture's runs with the JAX settings of its training worker."""
     if side == "fracture":
+        cache = settings.compilation_cache
+        cache = repr(str(Path(cache).expanduser())) if cache else "null"  # quoted: Hydra's grammar refuses ~
         arguments = [
             "-m",
             "fracture.predict",
             f"ckpt_path={checkpoint}",
             f"inputs=[{image}]",
             "explain=false",
+            f"compilation_cache={cache}",
+            f"fast_depthwise_conv={settings.fast_depthwise_conv}",
             f"hydra.run.dir={folder / f'predict_{backend}'}",
         ]
         result_line = "predictions:"  # the line after the table of results
@@ -238,7 +245,7 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
             spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
         for side, figures in measured.items():
-            figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder)
+            figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder, settings)
         results[backend] = backend_figures(measured["fracture"], measured["port"], full, used, settings)
         results[backend]["images"] = {"full": full, "used": used}
     return results

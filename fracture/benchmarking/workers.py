@@ -69,10 +69,12 @@ def measure_fracture(spec: dict) -> dict:
     from fracture import FractureClassifier, FractureDataModule, Trainer, load_predictor
     from fracture.compilation_cache import enable_compilation_cache
     from fracture.data.pipeline import predict_full_batches
+    from fracture.jax_depthwise import enable_fast_depthwise_conv
     from fracture.training.callbacks import ModelCheckpoint, reduce_lr_on_plateau
 
     if keras.backend.backend() == "jax":
         enable_compilation_cache(spec["compilation_cache"])
+        enable_fast_depthwise_conv(spec["fast_depthwise_conv"])
     size, batches, seed = spec["image_size"], spec["batches"], spec["seed"]
 
     def data():
