@@ -116,7 +116,7 @@ def test_padded_prediction_equals_plain_prediction(synthetic_root):
 
     datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10)
     model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8).configure_model()
-    padded = predict_full_batches(model, datamodule.predict_dataloader("val"), 10)
+    padded = predict_full_batches(model.predict_on_batch, datamodule.predict_dataloader("val"), 10)
     plain = model.predict(datamodule.predict_dataloader("val"), verbose=0).ravel()
     assert padded.shape == (16,)
     np.testing.assert_allclose(padded, plain, atol=1e-6)

@@ -1,5 +1,6 @@
 """Predictor and Grad-CAM on a trained tiny checkpoint, on the active backend."""
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,6 +32,17 @@ def test_predictions_use_the_stored_threshold_and_match_the_model(predictor, syn
         assert heatmap is None and prediction.threshold == 0.4
         assert prediction.probability == pytest.approx(probability, abs=1e-5)
         assert prediction.label == ("fractured" if probability >= 0.4 else "not fractured")
+
+
+def test_warm_up_freezes_at_once_and_frozen_probabilities_match_the_model(predictor, synthetic_root):
+    files = sorted((synthetic_root / "val").rglob("*.png"))[:5]
+    batch = np.stack([predictor.preprocess(np.asarray(Image.open(f).convert("RGB"))) for f in files])
+    predictor.warm_up()
+    assert predictor._frozen is not None  # the service's first request runs frozen, nothing left to trace
+    if keras.backend.backend() == "tensorflow":  # frozen directly, without tracing Keras' predict step first
+        assert predictor.model.predict_function is None
+    expected = np.asarray(predictor.model.predict(batch, verbose=0)).ravel()
+    np.testing.assert_allclose(predictor.probabilities(batch), expected, atol=1e-5)
 
 
 def test_unreadable_inputs_get_error_rows_and_the_rest_still_run(predictor, synthetic_root, tmp_path):

@@ -112,7 +112,8 @@ def measure_fracture(spec: dict) -> dict:
     result.update(recipe_s=time.time() - start, extractions=trainer.cache.extractions, **epoch_figures(epochs))
 
     predictor = load_predictor(checkpoint.best_path)
-    scores = predict_full_batches(predictor.model, datamodule.predict_dataloader("val"), datamodule.batch_size)
+    predictor.warm_up()  # frozen, as the service runs it; serves the val AUROC and the warm prediction
+    scores = predict_full_batches(predictor.probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size)
     result["val_auroc"] = float(roc_auc_score(datamodule.labels("val"), scores))
     result["predict_warm_ms"] = median_ms(lambda: predictor.predict(spec["image"]), spec["repeats"])
     result["checkpoint"] = str(checkpoint.best_path)

@@ -130,8 +130,9 @@ def view_dataset(images: np.ndarray, batch_size: int, views: int, augmentation=N
     return tf.data.Dataset.range(len(images)).batch(batch_size).map(with_views)
 
 
-def predict_full_batches(model, dataset: tf.data.Dataset, batch_size: int) -> np.ndarray:
-    """P(positive) for every image of a batched `(images, labels)` dataset, in order.
+def predict_full_batches(predict, dataset: tf.data.Dataset, batch_size: int) -> np.ndarray:
+    """P(positive) for every image of a batched `(images, labels)` dataset, in order, from `predict` (a batch
+    of images -> its outputs, such as `model.predict_on_batch`).
 
     A short last batch is padded with zeros to `batch_size` and its padding dropped from the output, so the
     compiled predict step sees a single batch shape (JAX and XLA would compile again for a new one).
@@ -141,5 +142,5 @@ def predict_full_batches(model, dataset: tf.data.Dataset, batch_size: int) -> np
         count = int(images.shape[0])
         padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
         padded[:count] = images.numpy()
-        outputs.append(np.asarray(model.predict_on_batch(padded)).reshape(-1)[:count])
+        outputs.append(np.asarray(predict(padded)).reshape(-1)[:count])
     return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)

@@ -78,7 +78,7 @@ class Evaluator:
         if split not in self._predictions:
             files = self.datamodule.files(split)
             dataset = self.datamodule.predict_dataloader(split)
-            probabilities = predict_full_batches(self.model, dataset, self.datamodule.batch_size)
+            probabilities = predict_full_batches(self.model.predict_on_batch, dataset, self.datamodule.batch_size)
             self._predictions[split] = (files.labels.astype(int), probabilities, files.groups)
         return self._predictions[split]
 

@@ -123,16 +123,24 @@ class Predictor:
 
     def _forward(self, stacked: np.ndarray) -> np.ndarray:
         self._predictions += 1
-        if self._frozen is None and self._predictions > 1 and isinstance(self.model, keras.Model):
-            self._frozen = frozen_inference(self.model)
+        if self._frozen is None and self._predictions > 1:
+            self._freeze()
         run = self._frozen or self.model.predict_on_batch
         return np.asarray(run(stacked)).reshape(-1)
 
+    def _freeze(self) -> None:
+        if isinstance(self.model, keras.Model):
+            self._frozen = frozen_inference(self.model)
+
     def warm_up(self) -> None:
-        """Compile and freeze now, so that the first real request runs at full speed (the service calls it)."""
-        blank = np.zeros((1, self.image_size, self.image_size, 3), np.float32)
-        for _ in range(2):
-            self._forward(blank)
+        """Freeze and compile now, so that the first real request runs at full speed (the service calls it)."""
+        self._freeze()
+        self._forward(np.zeros((1, self.image_size, self.image_size, 3), np.float32))
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """The network's P(positive) for a float32 batch `(N, S, S, 3)` of pixels in 0..255 already resized to
+        the model's size (as `FractureDataModule.predict_dataloader` gives them), before any calibration."""
+        return self._forward(images)
 
     def predict(self, image) -> Prediction:
         """Label and probability for one path or uint8 array."""

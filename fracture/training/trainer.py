@@ -316,4 +316,4 @@ class Trainer:
     def predict(self, classifier: FractureClassifier, datamodule, split: str = "val") -> np.ndarray:
         """P(positive class) for every image of `split`, in file order."""
         model = self.build(classifier)
-        return predict_full_batches(model, datamodule.predict_dataloader(split), datamodule.batch_size)
+        return predict_full_batches(model.predict_on_batch, datamodule.predict_dataloader(split), datamodule.batch_size)
