@@ -120,6 +120,12 @@ def test_the_subset_links_the_first_files_of_each_class(tmp_path):
     assert image_counts(root) == {"train": 10, "val": 10} and image_counts(subset) == {"train": 6, "val": 4}
     linked = sorted((subset / "train" / "fractured").iterdir())
     assert all(p.is_symlink() for p in linked) and [p.name for p in linked] == [f"{i}-rotated1.png" for i in range(3)]
+    # A second run into the same folder (a fixed hydra.run.dir) replaces the subset; the images stay.
+    subset = make_subset(root, tmp_path / "subset", {"train": 2, "val": 2})
+    assert image_counts(subset) == {"train": 4, "val": 4} and image_counts(root) == {"train": 10, "val": 10}
+    (subset / "val" / "fractured" / "mine.png").write_bytes(b"")  # not a link: somebody's file, kept
+    with pytest.raises(DataError, match="did not put there"):
+        make_subset(root, tmp_path / "subset", {"train": 2, "val": 2})
 
 
 def test_too_few_training_images_are_refused_before_anything_runs(tmp_path):

@@ -57,7 +57,12 @@ def image_counts(root: Path) -> dict[str, int]:
 
 
 def make_subset(root: Path, target: Path, per_class: dict[str, int]) -> Path:
-    """A folder of links to the first `per_class[split]` images of each split's class folders (sorted names)."""
+    """A folder of links to the first `per_class[split]` images of each split's class folders (sorted names).
+    A subset left in `target` by an earlier run into the same folder is replaced; other files are refused."""
+    for entry in target.glob("*/*/*"):
+        if not entry.is_symlink():
+            raise DataError(f"{target} holds {entry}, which the benchmark did not put there; use another run folder.")
+        entry.unlink()
     for split in SPLITS:
         for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             images = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
