@@ -2,12 +2,15 @@
 training / prediction throughput, per backend and precision, each measured in a fresh subprocess.
 
     python benchmarks/backend_throughput.py [--image-size 224] [--batch 16] [--steps 6]
-        [--configs tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32,jax:float32:cache,jax:float32:cache]
+        [--configs tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32,jax:float32:cache,jax:float32:cache,
+                   jax:float32:cache:taps]
 
 Random weights and random pixels: speed does not depend on their values. The first step (tracing and
 compiling) is timed separately from the steady-state steps. Ratios are against the first configuration.
 A `:cache` suffix runs JAX with a persistent compilation cache in a fresh temporary folder shared by all
-`:cache` runs of this invocation: the first such run fills it (cold), later ones read it (warm).
+`:cache` runs of this invocation: the first such run fills it (cold), later ones read it (warm). A `:taps`
+suffix runs JAX's depthwise convolutions as fracture's tap sums (`fracture.jax_depthwise`) instead of XLA's
+grouped convolution.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ WORKER = r"""
 import json, sys, time
 import numpy as np
 import keras
-from fracture import FractureClassifier, Trainer, enable_compilation_cache
+from fracture import FractureClassifier, Trainer, enable_compilation_cache, enable_fast_depthwise_conv
 size, batch, steps, precision = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 enable_compilation_cache(sys.argv[5] or None)
+enable_fast_depthwise_conv(sys.argv[6] == "taps")
 trainer = Trainer(precision=precision, progress=False)
 classifier = FractureClassifier("efficientnet_b3", weights=None, image_size=size, freeze_base=True)
 started = time.perf_counter()
@@ -50,9 +54,9 @@ print("RESULT " + json.dumps(dict(build_s=build, first_step_s=first_train, train
 """
 
 
-def measure(backend: str, precision: str, cache_dir: str, args) -> dict:
+def measure(backend: str, precision: str, cache_dir: str, depthwise: str, args) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend}
-    worker_args = [str(args.image_size), str(args.batch), str(args.steps), precision, cache_dir]
+    worker_args = [str(args.image_size), str(args.batch), str(args.steps), precision, cache_dir, depthwise]
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", WORKER, *worker_args], env=env, capture_output=True, text=True
     )
@@ -69,7 +73,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument(
         "--configs",
-        default="tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32,jax:float32:cache,jax:float32:cache",
+        default="tensorflow:float32,tensorflow:mixed_bfloat16,jax:float32,jax:float32:cache,jax:float32:cache,"
+        "jax:float32:cache:taps",
     )
     args = parser.parse_args()
     configs = args.configs.split(",")
@@ -77,7 +82,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache_dir:
         for config in configs:
             backend, precision, *options = config.split(":")
-            results.append((config, measure(backend, precision, cache_dir if "cache" in options else "", args)))
+            cache = cache_dir if "cache" in options else ""
+            results.append((config, measure(backend, precision, cache, "taps" if "taps" in options else "xla", args)))
     base = results[0][1]
     print(f"EfficientNetB3, frozen base, {args.image_size} px, batch {args.batch}, {args.steps} timed steps, CPU")
     print(
