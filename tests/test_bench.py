@@ -102,6 +102,11 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     assert "| tensorflow | (a) input pipeline alone | 900.0 img/s | 1,000 img/s | 0.90x ↑ |" in markdown(
         {"tensorflow": figures}, 2
     )
+    # A port whose AUROC is 0 (seen on quick mode's 8 validation images) gets no ratio, not a crash.
+    figures["val_auroc"]["port"] = 0.0
+    assert "| tensorflow | validation AUROC, best checkpoint | 0.900 | 0.000 | n/a |" in markdown(
+        {"tensorflow": figures}, 2
+    )
 
 
 def test_launch_times_a_process_to_its_result_line_not_to_its_exit(tmp_path):

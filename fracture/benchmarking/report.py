@@ -47,7 +47,8 @@ def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
     out = []
     for key, label, unit, higher in ROWS:
         pair = figures[key]
-        ratio = f"{pair['fracture'] / pair['port']:.2f}x {'↑' if higher else '↓'}"
+        # A port's AUROC of 0 happens on a few validation images (quick mode): no ratio to give.
+        ratio = f"{pair['fracture'] / pair['port']:.2f}x {'↑' if higher else '↓'}" if pair["port"] else "n/a"
         label += mark if key in SCALED else ""
         out.append((label, format_value(pair["fracture"], unit), format_value(pair["port"], unit), ratio))
     out += [
