@@ -17,6 +17,8 @@ own; not measured here).
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 _keras_depthwise_conv = None  # Keras' own function, kept while ours is installed
@@ -70,8 +72,14 @@ def enable_fast_depthwise_conv(enabled: bool = True) -> bool:
     if keras.backend.backend() != "jax":
         return False
     import jax
-    from keras.src.backend.jax import nn as jax_nn  # where Keras' ops find the JAX depthwise convolution
 
+    try:  # where Keras' ops find the JAX depthwise convolution: a private module, which a release may move
+        from keras.src.backend.jax import nn as jax_nn
+
+        jax_nn.depthwise_conv  # noqa: B018
+    except (ImportError, AttributeError):
+        warnings.warn("this Keras has no keras.src.backend.jax.nn.depthwise_conv; XLA's own is used", stacklevel=2)
+        return False
     if _keras_depthwise_conv is None:
         _keras_depthwise_conv = jax_nn.depthwise_conv
     on = enabled and jax.default_backend() == "cpu"

@@ -1,5 +1,6 @@
 """The tap-sum depthwise convolution computes what XLA's grouped convolution computes, forward and backward,
-and Keras' JAX layers use it once enabled (in a fresh JAX process); on TensorFlow enabling it does nothing."""
+and Keras' JAX layers use it once enabled (in a fresh JAX process); on TensorFlow enabling it does nothing, and
+where Keras has moved the function it replaces, enabling warns and changes nothing."""
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,13 @@ assert [tuple(shape) for shape in calls] == [(3, 3, 4, 1), (5, 5, 4, 1)], calls
 assert not fast.enable_fast_depthwise_conv(False)
 from keras.src.backend.jax import nn
 assert nn.depthwise_conv is fast._keras_depthwise_conv
+# A Keras release without that private function: a warning, and XLA's own convolution.
+import warnings
+del nn.depthwise_conv
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert fast.enable_fast_depthwise_conv() is False
+assert any("XLA's own is used" in str(w.message) for w in caught), caught
 print("OK")
 """
 
