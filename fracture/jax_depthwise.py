@@ -69,19 +69,19 @@ def enable_fast_depthwise_conv(enabled: bool = True) -> bool:
     compiled earlier keep the convolution they were traced with. Returns whether it is installed.
     """
     global _keras_depthwise_conv
-    if keras.backend.backend() != "jax":
-        return False
+    if keras.backend.backend() != "jax" or not (enabled or _keras_depthwise_conv):
+        return False  # not JAX, or nothing installed to remove
     import jax
 
     try:  # where Keras' ops find the JAX depthwise convolution: a private module, which a release may move
         from keras.src.backend.jax import nn as jax_nn
 
-        jax_nn.depthwise_conv  # noqa: B018
+        current = jax_nn.depthwise_conv
     except (ImportError, AttributeError):
         warnings.warn("this Keras has no keras.src.backend.jax.nn.depthwise_conv; XLA's own is used", stacklevel=2)
         return False
     if _keras_depthwise_conv is None:
-        _keras_depthwise_conv = jax_nn.depthwise_conv
+        _keras_depthwise_conv = current
     on = enabled and jax.default_backend() == "cpu"
     jax_nn.depthwise_conv = _depthwise_conv if on else _keras_depthwise_conv
     return on
