@@ -236,7 +236,9 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
     full = image_counts(root)
     subset_root = make_subset(root, out_dir / "subset", settings.subset_per_class)
     data_roots = {b: root if b in settings.full_data_backends else subset_root for b in settings.backends}
-    counts = {data_root: image_counts(data_root) for data_root in set(data_roots.values())}
+    counts = {
+        data_root: full if data_root == root else image_counts(data_root) for data_root in set(data_roots.values())
+    }
     for data_root, used in counts.items():  # before any process starts
         check_enough_images(used, data_root)
     image = image or str(sorted((root / "val").glob("*/*"))[0])
