@@ -14,16 +14,25 @@ from pathlib import Path
 from fracture.errors import ConfigError
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary sibling of `path` to write to, renamed over `path` when the block succeeds.
 
     Readers see the old file or the new one, never a torn one; if the block fails, the sibling is removed.
-    The sibling keeps `path`'s suffix, for writers that choose a format by it.
+    The sibling keeps `path`'s suffix, for writers that choose a format by it, and gets the mode a plain
+    `open()` would give (0666 less the umask; `mkstemp` alone makes it private to this user).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     staging = Path(name)
     try:

@@ -1,6 +1,8 @@
 """Atomic writes and the run record: what a run leaves behind when a write fails, and what it records."""
 
 import json
+import os
+import stat
 
 import keras
 import pytest
@@ -23,6 +25,22 @@ def test_a_successful_atomic_write_replaces_the_file(tmp_path):
     write_json_atomic(tmp_path / "metrics.json", {"a": 2})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 2}
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+        with atomic_path(tmp_path / "best_model.keras") as staging:
+            staging.write_bytes(b"model")
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("metrics.json", "best_model.keras"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
 
 
 def test_run_info_records_what_reproduces_a_run():
