@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fracture.cache_entry import read_entry, write_entry
 from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumbnail, local_features
 from fracture.data.folders import SPLITS, data_root, is_ignored
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
 from fracture.errors import DataError
-from fracture.io import write_json_atomic
 from fracture.training.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -187,17 +187,17 @@ def folder_fingerprint(root: Path, settings: AuditSettings) -> str:
     return digest.hexdigest()[:24]
 
 
-def save_audit(audit: Audit, path: Path) -> None:
-    write_json_atomic(
-        path,
-        {
-            "root": audit.root,
-            "settings": asdict(audit.settings),
-            "records": [asdict(r) for r in audit.records],
-            "groups": audit.groups,
-            "links": [asdict(k) for k in audit.links],
-        },
-    )
+def save_audit(audit: Audit, path: Path, key: str) -> None:
+    """Write `audit` to `path` as a checked cache entry for `key` (see `fracture.cache_entry`)."""
+    data = {
+        "root": audit.root,
+        "settings": asdict(audit.settings),
+        "records": [asdict(r) for r in audit.records],
+        "groups": audit.groups,
+        "links": [asdict(k) for k in audit.links],
+    }
+    with write_entry(path, key) as staging:
+        staging.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def load_audit(path: Path) -> Audit:
@@ -212,12 +212,14 @@ def load_audit(path: Path) -> Audit:
 
 
 def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSettings | None = None) -> Audit:
-    """`audit_dataset(root)`, computed once per folder content and then read from `cache_dir`."""
+    """`audit_dataset(root)`, computed once per folder content and then read from `cache_dir`; an entry that
+    fails its check (truncated, edited) is discarded with a warning and computed again."""
     root, settings = data_root(root), settings or AuditSettings()
-    cache = Path(cache_dir).expanduser() / f"audit-{folder_fingerprint(root, settings)}.json"
-    if cache.is_file():
+    fingerprint = folder_fingerprint(root, settings)
+    cache = Path(cache_dir).expanduser() / f"audit-{fingerprint}.json"
+    if read_entry(cache, fingerprint) is not None:
         log.info("content groups of %s from the cache %s", root, cache)
         return load_audit(cache)
     audit = audit_dataset(root, settings)
-    save_audit(audit, cache)
+    save_audit(audit, cache, fingerprint)
     return audit

@@ -9,8 +9,9 @@ training it trains the whole model's head; the whole model is what gets saved.
 
 Entries are keyed by the files' content, their order, the image size, the augmentation and seed (when views
 are augmented), the backbone's weights and configuration and the dtype policy: any change makes a new entry.
-In a folder they are `.npy` files read memory-mapped, reused by later runs; without a folder they live in
-memory for this process only.
+In a folder they are `.npy` files read memory-mapped and reused by later runs, each checked against the
+record written beside it (`fracture.cache_entry`): a damaged entry is discarded and extracted again. Without a
+folder they live in memory for this process only.
 
 Two differences from the uncached path, on purpose: the backbone runs in inference mode, so EfficientNet's
 stochastic-depth dropout inside a frozen base is off (as Keras' transfer-learning guide advises for a
@@ -32,14 +33,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fracture.cache_entry import read_entry, write_entry
 from fracture.data.pipeline import numpy_rows
 from fracture.errors import DataError
-from fracture.io import atomic_path, check_writable, write_json_atomic
+from fracture.io import check_writable
 from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
 from fracture.training.progress import console, progress_bar
 
-CACHE_FORMAT = "fracture-features/2"
+CACHE_FORMAT = "fracture-features/3"  # 3: entries carry a checked record
 FEATURE_DTYPE = np.float16
 # Images per backbone call while extracting: measured on a 2-core CPU (EfficientNetB3, 224 px), 32 ran at
 # 28 img/s against 24 for 16 and 27 for 64.
@@ -177,12 +179,10 @@ class FeatureCache:
         key = cache_key(paths, datamodule.image_size, views, augmentation, datamodule.seed, backbone)
         shape = (views, len(paths), *backbone.output.shape[1:])
         name = key_name(key)
-        if self.folder is not None:
-            stored = self.folder / f"{name}.npy"
-            record = self.folder / f"{name}.json"
-            if stored.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
-                console.print(f"feature cache: reusing {split} features ({len(paths)} images x {views}) from {stored}")
-                return np.load(stored, mmap_mode="r")
+        stored = None if self.folder is None else self.folder / f"{name}.npy"
+        if stored is not None and read_entry(stored, key) is not None:
+            console.print(f"feature cache: reusing {split} features ({len(paths)} images x {views}) from {stored}")
+            return np.load(stored, mmap_mode="r")
         size = int(np.prod(shape)) * np.dtype(FEATURE_DTYPE).itemsize
         description = f"caching {split} features ({len(paths)} images x {views} view(s), {size / 1e9:.2f} GB)"
         batches = datamodule.view_batches(split, views, batch_size=EXTRACT_BATCH)
@@ -192,15 +192,16 @@ class FeatureCache:
             self.extractions.append({"split": split, **timing})
             return out
 
-        if self.folder is None:
+        if stored is None:
             return fill(np.empty(shape, FEATURE_DTYPE))
         check_writable(self.folder, size)
-        with atomic_path(stored) as staging:
+        with write_entry(stored, key) as staging:
             out = fill(np.lib.format.open_memmap(staging, mode="w+", dtype=FEATURE_DTYPE, shape=shape))
             out.flush()
             del out
-        write_json_atomic(record, {"key": key, "shape": list(shape), "dtype": np.dtype(FEATURE_DTYPE).name})
-        return np.load(stored, mmap_mode="r")
+            # Mapped before the rename: the map stays valid whatever another run does to the name later.
+            features = np.load(staging, mmap_mode="r")
+        return features
 
     def training_data(self, backbone: keras.Model, datamodule) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """(train, val) batches of `datamodule`'s cached features: train with `views` views per image (one

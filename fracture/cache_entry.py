@@ -1,0 +1,88 @@
+"""Cache entries that are checked when read: a data file, and a record of its key, size and checksum beside it.
+
+A cache saves work only if what it hands back is what was stored. Each entry fracture keeps between runs (the
+feature cache's features, decoded images, audits) is a data file plus a small JSON record written *after* the
+data file is in place: the entry's key, the file's size and its SHA-256. Reading checks all three, so a file
+that was truncated, zeroed, edited, or left without its record by a killed run is discarded with one warning
+and rebuilt by the caller, never trusted and never a traceback.
+
+Data files are written under a staging name and renamed into place (`fracture.io.atomic_path`), so a file
+never changes under a reader's memory map (a rename leaves the mapped file alive), and two runs that fill one
+entry at once each leave a whole file: the last rename and the last record win, and both describe the same
+content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from fracture.io import atomic_path, write_json_atomic
+
+
+class DamagedCacheEntry(UserWarning):
+    """A cache entry failed its check and was discarded; it is rebuilt."""
+
+
+def record_path(data: Path) -> Path:
+    """The record that vouches for `data`."""
+    return data.with_name(data.name + ".check")  # JSON, named so that globs for the data miss it
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _problem(data: Path, key) -> tuple[str | None, dict]:
+    """(what is wrong with the entry, or None; its record's extra fields)."""
+    record = record_path(data)
+    try:
+        stored = json.loads(record.read_text())
+    except FileNotFoundError:
+        return "its record is missing", {}
+    except (OSError, ValueError) as error:
+        return f"its record does not read ({error})", {}
+    if not isinstance(stored, dict) or stored.get("key") != key:
+        return "its record belongs to another key", {}
+    try:
+        size = data.stat().st_size
+    except FileNotFoundError:
+        return "its data file is missing", {}
+    if size != stored.get("bytes"):
+        return f"its data file has {size} bytes, the record says {stored.get('bytes')}", {}
+    if file_sha256(data) != stored.get("sha256"):
+        return "its data file's checksum does not match the record", {}
+    return None, stored.get("extra", {})
+
+
+def read_entry(data: str | Path, key) -> dict | None:
+    """The extra fields stored with a whole entry for `key` at `data`, or None when there is none to use.
+
+    An entry that exists but fails its check is deleted, with one `DamagedCacheEntry` warning naming it."""
+    data = Path(data)
+    if not data.exists() and not record_path(data).exists():
+        return None
+    problem, extra = _problem(data, key)
+    if problem is None:
+        return extra
+    warnings.warn(f"discarding the cache entry {data}: {problem}; it is rebuilt.", DamagedCacheEntry, stacklevel=2)
+    data.unlink(missing_ok=True)
+    record_path(data).unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def write_entry(data: str | Path, key, extra: dict | None = None) -> Iterator[Path]:
+    """A staging file to fill with the entry's data; when the block succeeds it is renamed to `data` and sealed
+    with a record of `key`, its size, its checksum and `extra` (which the block may still fill in)."""
+    data = Path(data)
+    extra = {} if extra is None else extra
+    with atomic_path(data) as staging:
+        yield staging
+        size, digest = staging.stat().st_size, file_sha256(staging)
+    write_json_atomic(record_path(data), {"key": key, "bytes": size, "sha256": digest, "extra": extra})
