@@ -35,6 +35,9 @@ def test_fast_dev_run_writes_config_checkpoint_and_metrics(tmp_path, backend):
     metrics = check_run_folder(run_dir, 48)
     assert metrics["epochs"] == 1
     assert f"backend {backend}" in (run_dir / "train.log").read_text()
+    # Not a terminal (a pipe, as in a cluster log): the epoch's line is whole, not cut at 80 columns with "…".
+    (epoch_line,) = [line for line in result.stderr.splitlines() if line.startswith("epoch 1/1")]
+    assert "val/auc_approx 0." in epoch_line and "…" not in result.stderr
 
 
 @pytest.mark.slow  # about 25-40 s on 2 cores; the default suite stays under 15 minutes

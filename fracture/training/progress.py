@@ -1,4 +1,8 @@
-"""Rich terminal output: a live progress bar per epoch and a summary table at the end of a run."""
+"""Rich terminal output: a live progress bar per epoch and a summary table at the end of a run.
+
+Without a terminal (a file, a pipe: a cluster job, `nohup`, CI) rich would cut every line at 80 columns, so
+the console is made wide and each epoch is written as one plain, whole line instead of a bar.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,17 @@ from rich.table import Table
 
 from fracture.training.metric_names import slash_logs
 
-console = Console(stderr=True)
+# Wide enough for any line fracture writes; nothing pads to it (bars and tables take their content's width).
+LOG_WIDTH = 1000
+
+
+def make_console() -> Console:
+    """A console on stderr: rich's layout on a terminal, lines that are never cut or wrapped elsewhere."""
+    terminal = Console(stderr=True)
+    return terminal if terminal.is_terminal else Console(stderr=True, width=LOG_WIDTH, soft_wrap=True)
+
+
+console = make_console()
 
 
 def progress_bar(*extra_columns) -> Progress:
@@ -47,22 +61,33 @@ class RichProgress(keras.callbacks.Callback):
         self._progress: Progress | None = None
         self._task = None
 
+    def _label(self, epoch: int) -> str:
+        return f"{self.description} epoch {epoch + 1}/{self.epochs}".strip()
+
     def on_train_begin(self, logs=None):
-        self._progress = progress_bar(TextColumn("{task.fields[metrics]}"))
-        self._progress.start()
+        if console.is_terminal:
+            self._progress = progress_bar(TextColumn("{task.fields[metrics]}"))
+            self._progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        label = f"{self.description} epoch {epoch + 1}/{self.epochs}".strip()
-        self._task = self._progress.add_task(label, total=self.steps_per_epoch, metrics="")
+        if self._progress is not None:
+            self._task = self._progress.add_task(self._label(epoch), total=self.steps_per_epoch, metrics="")
 
     def on_train_batch_end(self, batch, logs=None):
-        self._progress.update(self._task, completed=batch + 1, metrics=_format_logs(slash_logs(logs)))
+        if self._progress is not None:
+            self._progress.update(self._task, completed=batch + 1, metrics=_format_logs(slash_logs(logs)))
 
     def on_epoch_end(self, epoch, logs=None):
-        self._progress.update(self._task, metrics=_format_logs(slash_logs(logs)))
+        metrics = _format_logs(slash_logs(logs))
+        if self._progress is not None:
+            self._progress.update(self._task, metrics=metrics)
+        else:  # a log file: one whole line per epoch
+            console.print(f"{self._label(epoch)}  {metrics}", markup=False, highlight=False)
 
     def on_train_end(self, logs=None):
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 def summary_table(metrics: dict[str, float | int | str], title: str = "fracture run summary") -> Table:
