@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -135,9 +136,13 @@ def test_non_images_get_415_and_a_missing_file_422(client, tmp_path):
     response = client.post("/predict", files={"file": ("notes.jpg", b"this is not an image")})
     assert response.status_code == 415
     assert response.json()["detail"].startswith("notes.jpg: not a readable image")
-    assert client.post("/explain", files={"file": ("empty.png", b"")}).status_code == 415
+    empty = client.post("/explain", files={"file": ("empty.png", b"")})
     missing = client.post("/predict", data={"something": "else"})
-    assert missing.status_code == 422
+    unknown = client.get("/no-such-page")
+    assert [r.status_code for r in (empty, missing, unknown)] == [415, 422, 404]
+    for answer in (response, empty, missing, unknown):  # every error body has the notice, and no server path
+        assert answer.json()["notice"] == NOTICE
+        assert tempfile.gettempdir() not in answer.text and "/tmp" not in answer.text
 
 
 def test_bearer_token(predictor, checkpoint, synthetic_root):

@@ -24,9 +24,12 @@ import keras
 import numpy as np
 import uvicorn
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from fracture import __version__
@@ -58,7 +61,10 @@ def decode_upload(data: bytes, filename: str | None, max_pixels: int) -> np.ndar
     with tempfile.NamedTemporaryFile(suffix=suffix if suffix in IMAGE_SUFFIXES else "") as upload:
         upload.write(data)
         upload.flush()
-        return read_xray(upload.name, max_pixels)
+        try:
+            return read_xray(upload.name, max_pixels)
+        except (UnreadableImage, TooManyPixels) as error:  # readers name the file: never the server's path
+            raise type(error)(str(error).replace(upload.name, Path(filename or "upload").name)) from None
 
 
 def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings | None = None) -> FastAPI:
@@ -102,9 +108,14 @@ def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings
         result = await worker.predict(pixels, explain=explain)
         return result, (time.perf_counter() - started) * 1000.0
 
-    @app.exception_handler(HTTPException)
-    async def errors_with_notice(_request: Request, error: HTTPException):
+    # Starlette's own errors (404, 405) and FastAPI's validation errors (422) carry the notice too.
+    @app.exception_handler(StarletteHTTPException)
+    async def errors_with_notice(_request: Request, error: StarletteHTTPException):
         return JSONResponse({"detail": error.detail, "notice": NOTICE}, error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_requests_with_notice(_request: Request, error: RequestValidationError):
+        return JSONResponse({"detail": jsonable_encoder(error.errors()), "notice": NOTICE}, 422)
 
     @app.post("/predict", dependencies=[Depends(authorised)])
     async def predict(file: Annotated[UploadFile, File()]) -> dict:
