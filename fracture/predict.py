@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
+from fracture.data.geometry import ShapeLimits
 from fracture.errors import ConfigError
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.inference.readers import expand_inputs
@@ -37,7 +38,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     paths = expand_inputs(inputs)
     if not paths:
         raise ConfigError(f"no images found in inputs={inputs}.")
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels)
+    limits = ShapeLimits(int(cfg.min_side), float(cfg.max_aspect))
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels, limits)
     explain = cfg.explain and predictor.can_explain
     if cfg.explain and not explain:
         console.print("[yellow]no overlays: Grad-CAM needs the .keras checkpoint; this is an exported model[/yellow]")

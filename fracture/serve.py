@@ -55,6 +55,8 @@ def serve(cfg: DictConfig) -> None:
         max_upload_bytes=int(settings.max_upload_mb * 1024 * 1024),
         max_pixels=int(settings.max_pixels),
         token=settings.token,
+        min_side=int(settings.min_side),
+        max_aspect=float(settings.max_aspect),
     )
     predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels)
     predictor.warm_up()  # the first request should not pay for compiling and freezing

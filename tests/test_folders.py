@@ -24,7 +24,7 @@ def test_class_folders_match_case_insensitively(tmp_path):
 
 def test_unreadable_reason_accepts_grayscale_and_rgb(tmp_path):
     for mode in ("L", "RGB", "RGBA"):
-        Image.new(mode, (30, 30)).save(tmp_path / f"{mode}.png")
+        Image.new(mode, (40, 40)).save(tmp_path / f"{mode}.png")
         assert unreadable_reason(tmp_path / f"{mode}.png") is None
 
 

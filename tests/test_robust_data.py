@@ -20,7 +20,8 @@ from fracture.data.pipeline import decode_image, resize_image
 from fracture.data.synthetic import write_synthetic_dataset
 from fracture.errors import DataError
 from fracture.evaluation.evaluate import evaluate_checkpoint
-from fracture.inference.readers import read_xray
+from fracture.inference.predictor import load_predictor
+from fracture.inference.readers import UnsuitableImage, read_xray
 from fracture.training.callbacks import ModelCheckpoint
 
 CLASSES = ("fractured", "not fractured")
@@ -188,3 +189,43 @@ def test_a_run_over_a_folder_with_5_percent_corrupt_files_finishes_and_reports_t
     assert sorted(row["path"] for row in listed) == sorted(map(str, corrupt))
     report = (tmp_path / "run" / "report.md").read_text()
     assert all(str(path) in report for path in corrupt)
+
+
+def write_degenerate_images(folder: Path) -> list[Path]:
+    """A 1 x 1 px image, a 3 x 100,000 px sliver and a 40 x 1,000 px strip: they decode, but no radiograph has
+    any of these shapes (the first two are too thin, the third too elongated)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in ("dot.png", "sliver.png", "strip.png")]
+    for path, size in zip(paths, [(1, 1), (100_000, 3), (1000, 40)], strict=True):
+        Image.new("L", size, 128).save(path)
+    return paths
+
+
+def test_images_of_no_radiographs_shape_are_skipped_in_training_and_the_audit(tmp_path):
+    """Both used to reach OpenCV's resize in the content audit (`inv_scale_x > 0` assertion) and stop the run."""
+    from fracture.data.audit import AuditSettings, audit_dataset
+
+    root = make_class_folders(tmp_path / "data", per_class=3)
+    dot, sliver, strip = write_degenerate_images(root / "train" / "fractured")
+    datamodule = FractureDataModule(root, image_size=32, batch_size=2, group_by="content", audit_cache=tmp_path / "a")
+    problems = {Path(p.path).name: p.problem for p in datamodule.file_problems()}
+    assert "1 x 1 px is under 32 px on a side (min_side)" in problems["dot.png"]
+    assert "100000 x 3 px is under 32 px on a side (min_side)" in problems["sliver.png"]
+    assert "longer than 10:1 (max_aspect)" in problems["strip.png"]
+    assert str(dot) not in datamodule.files("train").paths and len(datamodule.files("train")) == 6
+    audit = audit_dataset(root, AuditSettings(workers=1))
+    errors = {Path(r.path).name: r.error for r in audit.records if r.error}
+    assert sorted(errors) == ["dot.png", "sliver.png", "strip.png"] and "max_aspect" in errors["strip.png"]
+    # The limits are settings: a folder of thumbnails can lower them.
+    lenient = FractureDataModule(root, image_size=32, batch_size=2, group_by=None, min_side=1, max_aspect=100_000)
+    assert len(lenient.files("train")) == 9
+
+
+def test_images_of_no_radiographs_shape_get_an_error_row_in_prediction(tmp_path, tiny_checkpoint):
+    dot, sliver, strip = write_degenerate_images(tmp_path)
+    predictor = load_predictor(tiny_checkpoint)
+    rows = [prediction for prediction, _, _ in predictor.predict_batch([dot, sliver, strip])]
+    assert "min_side" in rows[0].error and "min_side" in rows[1].error and "max_aspect" in rows[2].error
+    with pytest.raises(UnsuitableImage, match="min_side"):
+        read_xray(dot)
+    assert read_xray(dot, limits=None).shape == (1, 1, 3)  # None accepts any shape

@@ -145,6 +145,15 @@ def test_non_images_get_415_and_a_missing_file_422(client, tmp_path):
         assert tempfile.gettempdir() not in answer.text and "/tmp" not in answer.text
 
 
+def test_images_of_no_radiographs_shape_get_422(client):
+    """A 1 x 1 px image used to be labelled "fractured" 0.976 with a 200."""
+    for name, pixels in [("dot.png", np.full((1, 1), 128, np.uint8)), ("strip.png", np.zeros((3, 1000), np.uint8))]:
+        response = client.post("/predict", files={"file": (name, png_bytes(pixels))})
+        assert response.status_code == 422 and response.json()["detail"].startswith(f"{name}: ")
+        assert response.json()["notice"] == NOTICE and "/tmp" not in response.text
+    assert client.get("/info").json()["limits"]["min_side"] == 32
+
+
 def test_bearer_token(predictor, checkpoint, synthetic_root):
     path = synthetic_images(synthetic_root, 1)[0]
     upload = {"file": (path.name, path.read_bytes())}

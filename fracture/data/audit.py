@@ -24,13 +24,14 @@ from PIL import Image
 from fracture.cache_entry import read_entry, write_entry
 from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumbnail, local_features
 from fracture.data.folders import SPLITS, data_root, is_ignored
+from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
 from fracture.errors import DataError
 from fracture.training.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-METHOD_VERSION = 6  # bump when features or rules change, so that old caches are not reused
+METHOD_VERSION = 7  # bump when features or rules change, so that old caches are not reused
 
 
 @dataclass
@@ -46,6 +47,9 @@ class AuditSettings:
     min_correlation: float = 0.95
     keypoints: int = 300
     workers: int = 2
+    # Files of a shape no radiograph has are recorded with that reason and left out (fracture.data.geometry).
+    min_side: int = MIN_SIDE
+    max_aspect: float = MAX_ASPECT
 
 
 @dataclass
@@ -101,21 +105,24 @@ def list_files(root: Path) -> list[tuple[Path, str, str]]:
     return found
 
 
-def read_file(path: Path, split: str, label: str, root: Path, keypoints: int):
-    """The record of one file and, if it decodes, its (descriptor, local features)."""
+def read_file(path: Path, split: str, label: str, root: Path, settings: AuditSettings):
+    """The record of one file and, if it decodes and can be a radiograph, its (descriptor, local features)."""
     data = path.read_bytes()
     record = FileRecord(path.relative_to(root).as_posix(), split, label, len(data), hashlib.sha256(data).hexdigest())
     try:
         with Image.open(path) as image:
             record.width, record.height = image.size
             record.mode, record.format = image.mode, image.format or ""
+            if problem := ShapeLimits(settings.min_side, settings.max_aspect).problem(*image.size):
+                record.error = problem
+                return record, None
             image.load()  # decodes everything: a truncated file fails here
             record.pixel_sha256 = hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
             grey = grey_thumbnail(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         record.error = f"{type(error).__name__}: {error}"
         return record, None
-    return record, (global_descriptor(grey), local_features(grey, keypoints))
+    return record, (global_descriptor(grey), local_features(grey, settings.keypoints))
 
 
 def stream_records(root: Path, settings: AuditSettings) -> Iterator[tuple[FileRecord, tuple | None]]:
@@ -126,7 +133,7 @@ def stream_records(root: Path, settings: AuditSettings) -> Iterator[tuple[FileRe
         window = 4 * settings.workers  # a few files in flight: memory stays flat, whatever the folder's size
         pending = []
         for path, split, label in files:
-            pending.append(pool.submit(read_file, path, split, label, root, settings.keypoints))
+            pending.append(pool.submit(read_file, path, split, label, root, settings))
             if len(pending) >= window:
                 yield pending.pop(0).result()
                 progress.advance(task)

@@ -13,6 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from fracture.data.augmentation import build_augmentation
 from fracture.data.decoded import DecodedImages
 from fracture.data.folders import SplitFiles, scan_root
+from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.health import FileProblem, fingerprints, recheck_split, skipped_problems
 from fracture.data.pipeline import make_dataset, view_dataset
 from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
@@ -48,6 +49,8 @@ class FractureDataModule:
             folder (a path), or "auto": memory when they fit in a quarter of the free memory, else a temporary
             folder. False decodes every epoch. See `fracture.data.decoded`.
         seed: seed for shuffling, splitting and augmentation.
+        min_side, max_aspect: files smaller than `min_side` px on a side, or longer than `max_aspect`:1, are
+            no radiographs; they are skipped with that reason (see `fracture.data.geometry`).
 
     Call `setup()` (or any `*_dataloader`) to scan the folders; bad folders raise `DataError` there.
     """
@@ -70,6 +73,8 @@ class FractureDataModule:
         fold: int = 0,
         split_file: str | Path | None = None,
         audit_cache: str | Path = "~/.cache/fracture/audit",
+        min_side: int = MIN_SIDE,
+        max_aspect: float = MAX_ASPECT,
     ):
         if image_size < 32:
             raise ConfigError(f"data.image_size must be at least 32 pixels, got {image_size}.")
@@ -105,6 +110,7 @@ class FractureDataModule:
         self.folds, self.fold = folds, fold
         self.split_file = split_file
         self.audit_cache = audit_cache
+        self.shape_limits = ShapeLimits(int(min_side), float(max_aspect))
         self._splits: dict[str, SplitFiles] | None = None
         self._fingerprints: dict[str, np.ndarray] = {}
         self.run_problems: list[FileProblem] = []
@@ -113,7 +119,7 @@ class FractureDataModule:
     def setup(self) -> FractureDataModule:
         """Scan and check the image folders once; later calls are free."""
         if self._splits is None:
-            splits = scan_root(self.root, self.class_names, self.group_by)
+            splits = scan_root(self.root, self.class_names, self.group_by, self.shape_limits)
             if self.group_by == "content":
                 self._use_content_groups(splits)
             if self.split_file is not None:
@@ -133,7 +139,9 @@ class FractureDataModule:
         """Drop files deleted or broken since `setup`, keep replaced ones that still decode; returns what changed."""
         found = []
         for name, files in self.setup()._splits.items():
-            self._splits[name], self._fingerprints[name], problems = recheck_split(files, self._fingerprints[name])
+            self._splits[name], self._fingerprints[name], problems = recheck_split(
+                files, self._fingerprints[name], self.shape_limits
+            )
             found += problems
         self.run_problems += found
         return found
@@ -147,9 +155,12 @@ class FractureDataModule:
 
     def _use_content_groups(self, splits: dict[str, SplitFiles]) -> None:
         """Replace each file's group by its content group from the (cached) dataset audit."""
-        from fracture.data.audit import cached_audit  # OpenCV and faiss load only when content groups are used
+        # OpenCV and faiss load only when content groups are used
+        from fracture.data.audit import AuditSettings, cached_audit
 
-        group_of = cached_audit(self.root, self.audit_cache).group_of()
+        limits = self.shape_limits
+        settings = AuditSettings(min_side=limits.min_side, max_aspect=limits.max_aspect)
+        group_of = cached_audit(self.root, self.audit_cache, settings).group_of()
         for files in splits.values():
             files.groups = [group_of.get(self.relative(path), path) for path in files.paths]
 

@@ -11,11 +11,13 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fracture.data.geometry import ShapeLimits
 from fracture.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -74,14 +76,17 @@ def filename_group(path: Path, class_name: str) -> str:
     return f"{class_name}/{re.split(r'[-.]', path.name, maxsplit=1)[0]}"
 
 
-def unreadable_reason(path: Path) -> str | None:
-    """Why `path` cannot be used as a training image, or None when it decodes cleanly."""
+def unreadable_reason(path: Path, limits: ShapeLimits = ShapeLimits()) -> str | None:
+    """Why `path` cannot be used as a training image, or None when it decodes cleanly and its shape can be a
+    radiograph (`limits`)."""
     try:
         with Image.open(path) as image:
             if image.format not in TRAINABLE_FORMATS:
                 return f"{image.format} images are not supported; convert to PNG or JPEG"
             if image.mode == "CMYK":
                 return "CMYK images are not supported; convert to RGB or grayscale"
+            if problem := limits.problem(*image.size):
+                return problem
             # Decoding at reduced scale still reads the whole stream, so truncation is caught cheaply.
             image.draft("L", (64, 64))
             image.load()
@@ -109,16 +114,20 @@ def find_class_dirs(split_dir: Path, class_names: tuple[str, str]) -> dict[int, 
 
 
 def scan_split(
-    split_dir: Path, class_names: tuple[str, str], group_by: str | None = "filename", workers: int = 8
+    split_dir: Path,
+    class_names: tuple[str, str],
+    group_by: str | None = "filename",
+    workers: int = 8,
+    limits: ShapeLimits = ShapeLimits(),
 ) -> SplitFiles:
-    """List and check the images of one split folder."""
+    """List and check the images of one split folder (files in subfolders of a class folder count too)."""
     candidates: list[tuple[Path, int, str]] = []
     for label, class_dir in find_class_dirs(split_dir, class_names).items():
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and not is_ignored(path.relative_to(class_dir)):
                 candidates.append((path, label, class_dir.name))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(unreadable_reason, [path for path, _, _ in candidates]))
+        reasons = list(pool.map(partial(unreadable_reason, limits=limits), [path for path, _, _ in candidates]))
 
     paths, labels, groups, skipped = [], [], [], []
     for (path, label, class_name), reason in zip(candidates, reasons, strict=False):
@@ -146,11 +155,18 @@ def data_root(root: str | Path) -> Path:
 
 
 def scan_root(
-    root: str | Path, class_names: tuple[str, str], group_by: str | None = "filename"
+    root: str | Path,
+    class_names: tuple[str, str],
+    group_by: str | None = "filename",
+    limits: ShapeLimits = ShapeLimits(),
 ) -> dict[str, SplitFiles]:
     """Scan every split folder (`train`, `val`, `test`) that exists under `root`."""
     root = data_root(root)
-    splits = {name: scan_split(root / name, class_names, group_by) for name in SPLITS if (root / name).is_dir()}
+    splits = {
+        name: scan_split(root / name, class_names, group_by, limits=limits)
+        for name in SPLITS
+        if (root / name).is_dir()
+    }
     if "train" not in splits:
         present = sorted(child.name for child in root.iterdir() if child.is_dir())
         raise DataError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fracture.data.folders import SplitFiles, unreadable_reason
+from fracture.data.geometry import ShapeLimits
 from fracture.io import write_text_atomic
 
 MISSING = (-1, -1)
@@ -42,7 +43,9 @@ def fingerprints(paths: list[str]) -> np.ndarray:
     return rows
 
 
-def recheck_split(files: SplitFiles, before: np.ndarray) -> tuple[SplitFiles, np.ndarray, list[FileProblem]]:
+def recheck_split(
+    files: SplitFiles, before: np.ndarray, limits: ShapeLimits = ShapeLimits()
+) -> tuple[SplitFiles, np.ndarray, list[FileProblem]]:
     """Compare `files` with their fingerprints `before`: (usable files, their fingerprints, problems found).
 
     A replaced file that still decodes is kept (and reported); one that is gone or no longer decodes is dropped.
@@ -53,7 +56,7 @@ def recheck_split(files: SplitFiles, before: np.ndarray) -> tuple[SplitFiles, np
         path = files.paths[index]
         if tuple(now[index]) == MISSING:
             problem = "deleted during the run; left out"
-        elif reason := unreadable_reason(Path(path)):
+        elif reason := unreadable_reason(Path(path), limits):
             problem = f"replaced during the run, now unreadable ({reason}); left out"
         else:
             problems.append(FileProblem(files.name, path, "replaced during the run; its new content was used"))

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from fracture.data.geometry import ShapeLimits
 from fracture.data.pipeline import resize_image
 from fracture.errors import CheckpointError
 from fracture.evaluation.calibration import Calibration
@@ -57,11 +58,20 @@ class Predictor:
         metadata: the checkpoint's fracture metadata (classes, image size, threshold).
         gradcam_layer: layer to explain; default: the backbone's last convolutional activation.
         max_pixels: refuse input files with more pixels than this, from their header (None: Pillow's guard).
+        limits: refuse input files too small or too elongated to be a radiograph (None: any shape).
     """
 
-    def __init__(self, model, metadata: dict, gradcam_layer: str | None = None, max_pixels: int | None = None):
+    def __init__(
+        self,
+        model,
+        metadata: dict,
+        gradcam_layer: str | None = None,
+        max_pixels: int | None = None,
+        limits: ShapeLimits | None = ShapeLimits(),
+    ):
         self.model = model
         self.max_pixels = max_pixels
+        self.limits = limits
         self.metadata = metadata
         self.image_size = int(metadata["image_size"])
         self.positive, self.negative = metadata["positive_class"], metadata["negative_class"]
@@ -93,7 +103,7 @@ class Predictor:
     def _read(self, image) -> tuple[str, np.ndarray]:
         if isinstance(image, np.ndarray):
             return "<array>", image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-        return str(image), read_xray(image, self.max_pixels)
+        return str(image), read_xray(image, self.max_pixels, self.limits)
 
     def predict_batch(
         self, images: list, explain: bool = False
@@ -174,12 +184,18 @@ class Predictor:
         return Explanation(prediction, heatmap, self.overlay(prediction, pixels, heatmap))
 
 
-def load_predictor(ckpt_path: str | Path, gradcam_layer: str | None = None, max_pixels: int | None = None) -> Predictor:
+def load_predictor(
+    ckpt_path: str | Path,
+    gradcam_layer: str | None = None,
+    max_pixels: int | None = None,
+    limits: ShapeLimits | None = ShapeLimits(),
+) -> Predictor:
     """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction."""
     if Path(ckpt_path).suffix.lower() == ".onnx":
         from fracture.deployment.contract import read_contract
         from fracture.deployment.runtimes import OnnxModel
 
-        return Predictor(OnnxModel(Path(ckpt_path).expanduser()), read_contract(ckpt_path), gradcam_layer, max_pixels)
+        onnx = OnnxModel(Path(ckpt_path).expanduser())
+        return Predictor(onnx, read_contract(ckpt_path), gradcam_layer, max_pixels, limits)
     model, metadata = load_checkpoint(ckpt_path, compile=False)
-    return Predictor(model, metadata, gradcam_layer, max_pixels)
+    return Predictor(model, metadata, gradcam_layer, max_pixels, limits)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from fracture.data.geometry import ShapeLimits
 from fracture.errors import FractureError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -19,6 +20,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".di
 
 class UnreadableImage(FractureError):
     """An input that is not an image this reader understands; the message says why."""
+
+
+class UnsuitableImage(UnreadableImage):
+    """An image that reads, but whose shape cannot be a radiograph (see `fracture.data.geometry`)."""
 
 
 class TooManyPixels(UnreadableImage):
@@ -116,11 +121,14 @@ def read_picture(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise UnreadableImage(f"not a readable image ({error})") from error
 
 
-def read_xray(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def read_xray(
+    path: str | Path, max_pixels: int | None = None, limits: ShapeLimits | None = ShapeLimits()
+) -> np.ndarray:
     """Read `path` as an RGB uint8 array of shape (H, W, 3); grey images are repeated on the 3 channels.
 
     `max_pixels` refuses larger images from their header, before decoding; None leaves only Pillow's own
-    decompression-bomb guard.
+    decompression-bomb guard. `limits` refuses images too small or too elongated to be a radiograph
+    (`UnsuitableImage`); None accepts any shape.
     """
     path = Path(path)
     if not path.is_file():
@@ -128,6 +136,8 @@ def read_xray(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     if not os.access(path, os.R_OK):
         raise UnreadableImage("permission denied: this user may not read the file")
     pixels = read_dicom(path, max_pixels) if is_dicom(path) else read_picture(path, max_pixels)
+    if limits is not None and (problem := limits.problem(pixels.shape[1], pixels.shape[0])):
+        raise UnsuitableImage(problem)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     return np.ascontiguousarray(pixels[..., :3])

@@ -34,7 +34,8 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from fracture import __version__
 from fracture.inference.predictor import Predictor
-from fracture.inference.readers import IMAGE_SUFFIXES, TooManyPixels, UnreadableImage, read_xray
+from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
+from fracture.inference.readers import IMAGE_SUFFIXES, TooManyPixels, UnreadableImage, UnsuitableImage, read_xray
 from fracture.serving.worker import ModelWorker
 
 NOTICE = "Research and teaching only: not a medical device. Do not use it to diagnose or to guide treatment."
@@ -48,28 +49,32 @@ class ServeSettings:
         max_upload_bytes: larger request bodies are refused with 413 before they are read in full.
         max_pixels: larger images are refused with 413 from their header, before decoding.
         token: when set, /predict, /explain and /info need `Authorization: Bearer <token>` (else 401).
+        min_side, max_aspect: images of a shape no radiograph has are refused with 422 (`fracture.data.geometry`).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 64_000_000
     token: str | None = None
+    min_side: int = MIN_SIDE
+    max_aspect: float = MAX_ASPECT
 
 
-def decode_upload(data: bytes, filename: str | None, max_pixels: int) -> np.ndarray:
+def decode_upload(data: bytes, filename: str | None, max_pixels: int, limits: ShapeLimits) -> np.ndarray:
     """An uploaded file's pixels, read by the same readers as `fracture.predict` (DICOM included)."""
     suffix = Path(filename or "").suffix.lower()
     with tempfile.NamedTemporaryFile(suffix=suffix if suffix in IMAGE_SUFFIXES else "") as upload:
         upload.write(data)
         upload.flush()
         try:
-            return read_xray(upload.name, max_pixels)
-        except (UnreadableImage, TooManyPixels) as error:  # readers name the file: never the server's path
+            return read_xray(upload.name, max_pixels, limits)
+        except UnreadableImage as error:  # readers name the file: never the server's path
             raise type(error)(str(error).replace(upload.name, Path(filename or "upload").name)) from None
 
 
 def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings | None = None) -> FastAPI:
     """The service around a loaded `Predictor`; `checkpoint_id` names the checkpoint in every answer."""
     settings = settings or ServeSettings()
+    limits = ShapeLimits(settings.min_side, settings.max_aspect)
     worker = ModelWorker(predictor)
 
     @asynccontextmanager
@@ -100,9 +105,11 @@ def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings
         started = time.perf_counter()
         data = await upload.read()
         try:
-            pixels = await run_in_threadpool(decode_upload, data, upload.filename, settings.max_pixels)
+            pixels = await run_in_threadpool(decode_upload, data, upload.filename, settings.max_pixels, limits)
         except TooManyPixels as error:
             raise HTTPException(413, str(error)) from error
+        except UnsuitableImage as error:
+            raise HTTPException(422, f"{upload.filename or 'upload'}: {error}") from error
         except UnreadableImage as error:
             raise HTTPException(415, f"{upload.filename or 'upload'}: {error}") from error
         result = await worker.predict(pixels, explain=explain)
@@ -160,7 +167,12 @@ def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings
             "checkpoint_id": checkpoint_id,
             "backend": keras.backend.backend(),
             "versions": {"fracture": __version__, "keras": keras.__version__},
-            "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
+            "limits": {
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_pixels": settings.max_pixels,
+                "min_side": settings.min_side,
+                "max_aspect": settings.max_aspect,
+            },
             "notice": NOTICE,
         }
 
