@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fracture import load_predictor, read_metadata
-from fracture.evaluation.calibration import METHODS, Calibration, fit_calibration
+from fracture.evaluation.calibration import METHODS, Calibration, evidence, fit_calibration
 from fracture.evaluation.evaluate import Evaluator, evaluate_checkpoint
 from fracture.evaluation.metrics import expected_calibration_error
 from fracture.evaluation.threshold import youden_threshold
@@ -41,6 +41,36 @@ def test_platt_corrects_a_shift_that_temperature_cannot():
         for m in ("platt", "temperature")
     }
     assert eces["platt"] < eces["temperature"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_calibration_fitted_on_separable_or_tiny_validation_never_reaches_0_or_1(method):
+    """On the demo, Platt's plain maximum likelihood on a perfectly separated validation split reported test
+    errors with probabilities 0.000000 and 0.999999."""
+    y_val, p_val = np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    calibration = fit_calibration(method, y_val, p_val)
+    wrong_side = calibration(np.array([0.0, 1e-9, 0.05, 0.95, 1 - 1e-9, 1.0]))  # beyond anything in validation
+    low, high = 1 / 8, 7 / 8  # Laplace's rule of succession for 6 validation images
+    assert np.all(wrong_side >= low - 1e-12) and np.all(wrong_side <= high + 1e-12)
+    assert wrong_side.min() == pytest.approx(low) and wrong_side.max() == pytest.approx(high)
+    assert np.all(np.diff(calibration(np.linspace(0, 1, 101))) >= 0)  # still monotone
+    assert evidence(y_val, p_val) == {"positives": 3, "negatives": 3, "separable": True, "too_little": True}
+    y, score = miscalibrated_scores(confidence=1.0, shift=0.0)
+    assert evidence(y, score)["too_little"] is False  # 2,000 overlapping scores are enough
+
+
+@pytest.mark.backend
+def test_evaluation_says_when_the_calibration_rests_on_too_little_evidence(tmp_path, tiny_checkpoint, synthetic_root):
+    from fracture import FractureDataModule
+
+    ckpt = shutil.copy(tiny_checkpoint, tmp_path / "best_model.keras")
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16)  # 8 val images per class
+    results = evaluate_checkpoint(
+        ckpt, datamodule, ["val", "test"], tmp_path / "run", calibration="platt", bootstrap_resamples=20
+    )
+    assert results["test/calibration/fit_too_little"] is True and results["test/calibration/fit_positives"] == 8
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "The calibration rests on too little evidence" in report and "8 positive and 8 negative" in report
 
 
 @pytest.mark.backend

@@ -8,6 +8,14 @@ Three methods, all from scikit-learn or a one-parameter fit, all stored as plain
   the most prone to overfit a small validation split.
 - `temperature`: sigmoid(logit(p) / T); corrects over- or under-confidence only.
 Each is monotone increasing, so ranking, and with it AUROC, stays as it was (isotonic may tie some scores).
+
+Fitted on a validation split that the model separates perfectly, or on a few images, plain maximum
+likelihood has no finite answer: Platt's slope and isotonic's steps run to 0 and 1, and a test image on the
+wrong side would be reported with probability 0.000000. So the fit is regularised as Platt proposed: the
+targets are (n+ + 1) / (n+ + 2) for positives and 1 / (n- + 2) for negatives instead of 1 and 0 (for Platt
+and temperature; isotonic's steps are limited the same way), and every calibrated probability is kept within
+[1 / (n + 2), (n + 1) / (n + 2)] for n validation images, Laplace's rule of succession: n observations cannot
+justify a frequency closer to 0 or 1 than that. `evidence` says when the fit had too little to go on.
 """
 
 from __future__ import annotations
@@ -18,7 +26,6 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 
 from fracture.errors import ConfigError
 
@@ -40,14 +47,43 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return sigmoid(logit(probabilities) / temperature)
 
 
+# Fewer validation images of either class than this, or a perfectly separated validation split, and the
+# report says that the calibration rests on too little evidence.
+MIN_CLASS_EVIDENCE = 30
+
+
+def platt_targets(y_true: np.ndarray) -> np.ndarray:
+    """Platt's regularised targets: (n+ + 1) / (n+ + 2) for positives, 1 / (n- + 2) for negatives."""
+    positives, negatives = int(np.sum(y_true == 1)), int(np.sum(y_true == 0))
+    return np.where(y_true == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+
+def cross_entropy(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    p = np.clip(probabilities, EPSILON, 1.0 - EPSILON)
+    return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log1p(-p)))
+
+
 def fit_temperature(y_true: np.ndarray, y_prob: np.ndarray) -> float:
-    """The T in [0.05, 20] that minimises the negative log-likelihood of `y_true`."""
+    """The T in [0.05, 20] that minimises the cross-entropy against Platt's targets for `y_true`."""
+    targets = platt_targets(np.asarray(y_true))
     result = minimize_scalar(
-        lambda t: log_loss(y_true, apply_temperature(y_prob, t), labels=[0, 1]),
-        bounds=(0.05, 20.0),
-        method="bounded",
+        lambda t: cross_entropy(targets, apply_temperature(y_prob, t)), bounds=(0.05, 20.0), method="bounded"
     )
     return float(result.x)
+
+
+def evidence(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
+    """What a calibration was fitted on: images per class, whether some threshold separates the classes
+    perfectly, and whether that is too little evidence to trust calibrated probabilities."""
+    y_true, y_prob = np.asarray(y_true, dtype=int), np.asarray(y_prob, dtype=float)
+    positives, negatives = int(np.sum(y_true == 1)), int(np.sum(y_true == 0))
+    separable = bool(positives and negatives and y_prob[y_true == 1].min() > y_prob[y_true == 0].max())
+    return {
+        "positives": positives,
+        "negatives": negatives,
+        "separable": separable,
+        "too_little": separable or min(positives, negatives) < MIN_CLASS_EVIDENCE,
+    }
 
 
 @dataclass(frozen=True)
@@ -61,10 +97,13 @@ class Calibration:
     def __call__(self, probabilities) -> np.ndarray:
         p = np.asarray(probabilities, dtype=float)
         if self.method == "platt":
-            return sigmoid(self.params["slope"] * logit(p) + self.params["intercept"])
-        if self.method == "temperature":
-            return apply_temperature(p, self.params["temperature"])
-        return np.interp(p, self.params["knots_x"], self.params["knots_y"])  # isotonic, clipped at the ends
+            calibrated = sigmoid(self.params["slope"] * logit(p) + self.params["intercept"])
+        elif self.method == "temperature":
+            calibrated = apply_temperature(p, self.params["temperature"])
+        else:
+            calibrated = np.interp(p, self.params["knots_x"], self.params["knots_y"])  # isotonic, flat at the ends
+        low, high = self.params.get("bounds", (EPSILON, 1.0 - EPSILON))  # calibrations stored before the bounds
+        return np.clip(calibrated, low, high)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,16 +114,23 @@ class Calibration:
 
 
 def fit_calibration(method: str, y_true: np.ndarray, y_prob: np.ndarray) -> Calibration:
-    """Fit `method` (one of `METHODS`) to validation labels and raw probabilities."""
+    """Fit `method` (one of `METHODS`) to validation labels and raw probabilities (see the module doc for the
+    regularisation and the bounds)."""
     y_true, y_prob = np.asarray(y_true, dtype=int), np.asarray(y_prob, dtype=float)
+    count = len(y_true)
+    bounds = [1.0 / (count + 2), (count + 1.0) / (count + 2)]
     if method == "platt":
-        # A large C: plain maximum likelihood (Platt's own fit), not a shrunk slope.
-        model = LogisticRegression(C=1e6).fit(logit(y_prob).reshape(-1, 1), y_true)
-        return Calibration("platt", {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])})
+        # Platt's targets as weights on both labels, and a large C: maximum likelihood against the targets.
+        targets = platt_targets(y_true)
+        features = np.tile(logit(y_prob).reshape(-1, 1), (2, 1))
+        labels = np.concatenate([np.ones(count, int), np.zeros(count, int)])
+        model = LogisticRegression(C=1e6).fit(features, labels, sample_weight=np.concatenate([targets, 1 - targets]))
+        slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        return Calibration("platt", {"slope": slope, "intercept": intercept, "bounds": bounds})
     if method == "isotonic":
-        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(y_prob, y_true)
+        model = IsotonicRegression(y_min=bounds[0], y_max=bounds[1], out_of_bounds="clip").fit(y_prob, y_true)
         knots = {"knots_x": model.X_thresholds_.tolist(), "knots_y": model.y_thresholds_.tolist()}
-        return Calibration("isotonic", knots)
+        return Calibration("isotonic", {**knots, "bounds": bounds})
     if method == "temperature":
-        return Calibration("temperature", {"temperature": fit_temperature(y_true, y_prob)})
+        return Calibration("temperature", {"temperature": fit_temperature(y_true, y_prob), "bounds": bounds})
     raise ConfigError(f"eval.calibration must be one of {METHODS} or null, got {method!r}.")

@@ -20,7 +20,7 @@ from sklearn.metrics import brier_score_loss
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
 from fracture.evaluation import plots
-from fracture.evaluation.calibration import Calibration, fit_calibration
+from fracture.evaluation.calibration import Calibration, evidence, fit_calibration
 from fracture.evaluation.metrics import (
     binary_metrics,
     classification_report,
@@ -169,6 +169,8 @@ class Evaluator:
         if self.calibration:
             raw = self.raw_predictions(split)[1]
             results[f"{split}/calibration/method"] = self.calibration.method
+            fitted_on = evidence(*self.raw_predictions("val")[:2])  # the split the calibration was fitted on
+            results.update({f"{split}/calibration/fit_{key}": value for key, value in fitted_on.items()})
             for name, probabilities in (("before", raw), ("after", y_prob)):
                 results[f"{split}/calibration/brier_{name}"] = float(brier_score_loss(y_true, probabilities))
                 results[f"{split}/calibration/ece_{name}"] = expected_calibration_error(y_true, probabilities)

@@ -57,6 +57,17 @@ def _problems_section(problems) -> list[str]:
     return lines
 
 
+def _thin_calibration_warning(results: dict, calibration: str, metadata: dict) -> str:
+    positives, negatives = results[f"{calibration}/fit_positives"], results[f"{calibration}/fit_negatives"]
+    separated = ", which the model separates perfectly" if results[f"{calibration}/fit_separable"] else ""
+    low, high = metadata["calibration"]["params"].get("bounds", (0.0, 1.0))
+    return (
+        f"**The calibration rests on too little evidence**: it was fitted on {positives} positive and {negatives} "
+        f"negative validation images{separated}. Its probabilities are regularised and kept within "
+        f"[{low:.4f}, {high:.4f}]; read them as rough, and fit it on a larger validation split."
+    )
+
+
 def write_report(
     path: Path,
     evaluations,
@@ -109,6 +120,8 @@ def write_report(
             ece = f"ECE {results[f'{calibration}/ece_before']:.4f} -> {results[f'{calibration}/ece_after']:.4f}"
             method = results[f"{calibration}/method"]
             lines += [f"Calibration ({method}), network output -> calibrated: {brier}, {ece}.", ""]
+            if results.get(f"{calibration}/fit_too_little"):
+                lines += [_thin_calibration_warning(results, calibration, metadata), ""]
         lines += ["```", evaluation.report_text.rstrip(), "```", ""]
         for title, figure in evaluation.figures.items():
             lines.append(f"![{split} {title}]({os.path.relpath(figure, path.parent)})")
