@@ -161,4 +161,3 @@ def test_a_damaged_audit_cache_is_audited_again(tmp_path, synthetic_root, damage
     with pytest.warns(DamagedCacheEntry):
         again = cached_audit(root, tmp_path / "cache")
     assert again.groups == first.groups and len(again.records) == len(first.records)
-

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fracture.data.geometry import ShapeLimits
+from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def filename_group(path: Path, class_name: str) -> str:
     return f"{class_name}/{re.split(r'[-.]', path.name, maxsplit=1)[0]}"
 
 
-def unreadable_reason(path: Path, limits: ShapeLimits = ShapeLimits()) -> str | None:
+def unreadable_reason(path: Path, limits: ShapeLimits = DEFAULT_LIMITS) -> str | None:
     """Why `path` cannot be used as a training image, or None when it decodes cleanly and its shape can be a
     radiograph (`limits`)."""
     try:
@@ -118,7 +118,7 @@ def scan_split(
     class_names: tuple[str, str],
     group_by: str | None = "filename",
     workers: int = 8,
-    limits: ShapeLimits = ShapeLimits(),
+    limits: ShapeLimits = DEFAULT_LIMITS,
 ) -> SplitFiles:
     """List and check the images of one split folder (files in subfolders of a class folder count too)."""
     candidates: list[tuple[Path, int, str]] = []
@@ -158,14 +158,12 @@ def scan_root(
     root: str | Path,
     class_names: tuple[str, str],
     group_by: str | None = "filename",
-    limits: ShapeLimits = ShapeLimits(),
+    limits: ShapeLimits = DEFAULT_LIMITS,
 ) -> dict[str, SplitFiles]:
     """Scan every split folder (`train`, `val`, `test`) that exists under `root`."""
     root = data_root(root)
     splits = {
-        name: scan_split(root / name, class_names, group_by, limits=limits)
-        for name in SPLITS
-        if (root / name).is_dir()
+        name: scan_split(root / name, class_names, group_by, limits=limits) for name in SPLITS if (root / name).is_dir()
     }
     if "train" not in splits:
         present = sorted(child.name for child in root.iterdir() if child.is_dir())

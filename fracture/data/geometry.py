@@ -33,12 +33,13 @@ class ShapeLimits:
     def problem(self, width: int, height: int) -> str | None:
         """Why a `width` x `height` image cannot be a radiograph, or None."""
         if min(width, height) < self.min_side:
-            return (
-                f"{width} x {height} px is under {self.min_side} px on a side (min_side): too small for a radiograph"
-            )
+            return f"{width} x {height} px is under {self.min_side} px on a side (min_side): too small for a radiograph"
         if max(width, height) / min(width, height) > self.max_aspect:
             return (
                 f"{width} x {height} px is longer than {self.max_aspect:g}:1 (max_aspect): not the shape of a "
                 "radiograph"
             )
         return None
+
+
+DEFAULT_LIMITS = ShapeLimits()

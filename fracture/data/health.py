@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fracture.data.folders import SplitFiles, unreadable_reason
-from fracture.data.geometry import ShapeLimits
+from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.io import write_text_atomic
 
 MISSING = (-1, -1)
@@ -44,7 +44,7 @@ def fingerprints(paths: list[str]) -> np.ndarray:
 
 
 def recheck_split(
-    files: SplitFiles, before: np.ndarray, limits: ShapeLimits = ShapeLimits()
+    files: SplitFiles, before: np.ndarray, limits: ShapeLimits = DEFAULT_LIMITS
 ) -> tuple[SplitFiles, np.ndarray, list[FileProblem]]:
     """Compare `files` with their fingerprints `before`: (usable files, their fingerprints, problems found).
 

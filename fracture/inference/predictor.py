@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from fracture.data.geometry import ShapeLimits
+from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.pipeline import resize_image
 from fracture.errors import CheckpointError
 from fracture.evaluation.calibration import Calibration
@@ -67,7 +67,7 @@ class Predictor:
         metadata: dict,
         gradcam_layer: str | None = None,
         max_pixels: int | None = None,
-        limits: ShapeLimits | None = ShapeLimits(),
+        limits: ShapeLimits | None = DEFAULT_LIMITS,
     ):
         self.model = model
         self.max_pixels = max_pixels
@@ -188,7 +188,7 @@ def load_predictor(
     ckpt_path: str | Path,
     gradcam_layer: str | None = None,
     max_pixels: int | None = None,
-    limits: ShapeLimits | None = ShapeLimits(),
+    limits: ShapeLimits | None = DEFAULT_LIMITS,
 ) -> Predictor:
     """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction."""
     if Path(ckpt_path).suffix.lower() == ".onnx":

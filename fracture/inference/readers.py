@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fracture.data.geometry import ShapeLimits
+from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.errors import FractureError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -122,7 +122,7 @@ def read_picture(path: Path, max_pixels: int | None = None) -> np.ndarray:
 
 
 def read_xray(
-    path: str | Path, max_pixels: int | None = None, limits: ShapeLimits | None = ShapeLimits()
+    path: str | Path, max_pixels: int | None = None, limits: ShapeLimits | None = DEFAULT_LIMITS
 ) -> np.ndarray:
     """Read `path` as an RGB uint8 array of shape (H, W, 3); grey images are repeated on the 3 channels.
 

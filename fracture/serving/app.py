@@ -33,8 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from fracture import __version__
-from fracture.inference.predictor import Predictor
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
+from fracture.inference.predictor import Predictor
 from fracture.inference.readers import IMAGE_SUFFIXES, TooManyPixels, UnreadableImage, UnsuitableImage, read_xray
 from fracture.serving.worker import ModelWorker
 
