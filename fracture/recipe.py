@@ -64,6 +64,25 @@ def best_checkpoint_metrics(trainer) -> dict:
     return {**best, "best/epoch": checkpoint.best_epoch, "best/checkpoint": str(checkpoint.best_path)}
 
 
+def shortened_training(trainer, datamodule) -> list[str]:
+    """How this run's epochs fell short of the whole training and validation splits, one sentence each."""
+    if trainer.overfit_batches:
+        return [
+            f"Every epoch trained and validated on the same first {trainer.overfit_batches} training batches "
+            "(trainer.overfit_batches), not on the splits."
+        ]
+    setting = "trainer.fast_dev_run" if trainer.fast_dev_run else "trainer.limit_{}_batches"
+    notes = []
+    for split, limit, what in [
+        ("train", trainer.limit_train_batches, "trained on"),
+        ("val", trainer.limit_val_batches, "validated (and chose checkpoints) on"),
+    ]:
+        total = datamodule.num_batches(split, training=split == "train")
+        if limit is not None and limit < total:
+            notes.append(f"Every epoch {what} {limit} of {total} {split} batches ({setting.format(split)}).")
+    return notes
+
+
 def run_recipe(
     datamodule,
     classifier,
@@ -120,6 +139,8 @@ def run_recipe(
     metrics.update(metrics_from_data)
     metrics.update(best_checkpoint_metrics(trainer))
     metrics["optimized_metric"] = best_value(history, optimized_metric)
+    if shortened := shortened_training(trainer, datamodule):
+        metrics["training/shortened"] = "; ".join(shortened)
 
     write_json_atomic(output_dir / "metrics.json", metrics)
     console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
@@ -128,7 +149,8 @@ def run_recipe(
     checkpoint = trainer.checkpoint_callback
     if evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
         splits = [split for split in ("val", "test") if datamodule.has_split(split)]
-        options = {"seed": seed, "training_curves": curves, **(eval_options or {})}
+        qualifiers = shortened_training(trainer, datamodule)
+        options = {"seed": seed, "training_curves": curves, "qualifiers": qualifiers, **(eval_options or {})}
         evaluation = evaluate_checkpoint(checkpoint.best_path, datamodule, splits, output_dir, **options)
         metrics.update(evaluation)
         print_summary(evaluation, splits, output_dir)

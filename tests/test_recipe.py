@@ -19,7 +19,7 @@ root = write_synthetic_dataset(out / "data", 16, 8, 4, image_size=64, seed=0)
 data = FractureDataModule(root, image_size=48, batch_size=16, group_by=None)
 model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=16, freeze_base=True)
 logs = [ModelCheckpoint(out / "run" / "checkpoints"), CSVLogger(out / "run" / "history.csv")]
-trainer = Trainer(epochs=1, progress=False, callbacks=logs)
+trainer = Trainer(epochs=1, limit_train_batches=1, progress=False, callbacks=logs)  # of 2 batches
 options = {"finetune_blocks": 1, "finetune_epochs": 1, "eval_options": {"bootstrap_resamples": 20}}
 metrics = run_recipe(data, model, trainer, out / "run", **options)
 assert "hydra" not in sys.modules, "the library recipe imported Hydra"
@@ -36,3 +36,6 @@ def test_the_recipe_runs_with_plain_arguments_and_without_hydra(tmp_path):
     assert len(history) == 2 and metrics["optimized_metric"] == max(row["val/auc_approx"] for row in history)
     for name in ("split.csv", "history.csv", "report.md", "plots/training_curves.png"):
         assert (tmp_path / "run" / name).is_file(), name
+    shortened = "Every epoch trained on 1 of 2 train batches (trainer.limit_train_batches)."
+    assert metrics["training/shortened"] == shortened  # and the report says so before any number
+    assert f"- **Training was shortened:** {shortened}" in (tmp_path / "run" / "report.md").read_text()

@@ -99,6 +99,10 @@ def test_evaluation_warns_when_val_shares_groups_with_train(tmp_path, synthetic_
         results = evaluate_checkpoint(tiny_checkpoint, datamodule, ["val"], tmp_path, bootstrap_resamples=10)
     assert results["val/shared_with_train/files"] == files
     assert f"{files} of {files} val images" in caplog.text and "data.split=grouped" in caplog.text
+    assert (
+        f"**{files} of these {files} images ({groups} groups) show a radiograph that is also in train**"
+        in (tmp_path / "report.md").read_text()
+    )  # beside the numbers it inflates, not only in the log
     separate = FractureDataModule(synthetic_root, image_size=64, group_by=None)
     assert separate.shared_with_train("val") == (0, 0)
 

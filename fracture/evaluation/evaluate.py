@@ -208,8 +208,10 @@ def evaluate_checkpoint(
     bootstrap_resamples: int = 1000,
     seed: int = 0,
     training_curves: Path | None = None,
+    qualifiers: list[str] | None = None,
 ) -> dict:
     """Evaluate `ckpt_path` on `splits`; write `metrics.json` (merged with any existing), `plots/` and `report.md`.
+    `qualifiers` are sentences about how the model was trained that the report puts before its numbers.
 
     Returns the metrics, slash-namespaced: `val/auroc`, `test/sensitivity`, `test/group/auroc`, ...
     """
@@ -225,5 +227,13 @@ def evaluate_checkpoint(
     metrics_path = output_dir / "metrics.json"
     existing = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     write_json_atomic(metrics_path, {**existing, **results})
-    write_report(output_dir / "report.md", evaluations, evaluator.metadata, Path(ckpt_path), training_curves, problems)
+    write_report(
+        output_dir / "report.md",
+        evaluations,
+        evaluator.metadata,
+        Path(ckpt_path),
+        training_curves,
+        problems,
+        qualifiers or (),
+    )
     return results

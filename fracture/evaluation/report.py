@@ -75,9 +75,11 @@ def write_report(
     ckpt_path: Path,
     training_curves: Path | None = None,
     problems=(),
+    qualifiers=(),
 ) -> Path:
-    """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it, and the data
-    `problems` (`fracture.data.health.FileProblem`) of the run."""
+    """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it, the data
+    `problems` (`fracture.data.health.FileProblem`) of the run, and `qualifiers` (sentences about how the
+    model was trained, e.g. epochs cut short) before any number."""
     positive, negative = metadata["positive_class"], metadata["negative_class"]
     threshold = metadata["threshold"]
     lines = [
@@ -95,6 +97,8 @@ def write_report(
             f"- Probabilities calibrated by {metadata['calibration']['method']} scaling fitted on validation; "
             "the threshold is on the calibrated scale"
         )
+    for qualifier in qualifiers:
+        lines.append(f"- **Training was shortened:** {qualifier}")
     if problems:
         lines += _problems_section(list(problems))
     if training_curves is not None:
@@ -107,6 +111,12 @@ def write_report(
             lines.append(
                 f"These {n} images come from only **{groups} independent source images**; the per-source column "
                 "averages each source's probabilities, and the AUROC interval resamples whole sources."
+            )
+        if shared := results.get(f"{split}/shared_with_train/files"):
+            lines.append(
+                f"**{shared} of these {n} images ({results[f'{split}/shared_with_train/groups']} groups) show a "
+                "radiograph that is also in train**: their scores are inflated. Cut the data by group "
+                "(`data.split=grouped`) for honest figures."
             )
         if split == "val":
             lines.append(
