@@ -7,26 +7,51 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 # The entry points quiet TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes), which hides the
 # messages that matter; set before anything below imports TensorFlow. The library itself leaves it alone.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from importlib.resources import files  # noqa: E402
 
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import InstantiationException  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
 from fracture.errors import ConfigError, FractureError  # noqa: E402
 from fracture.io import check_writable, nearest_existing  # noqa: E402
 from fracture.jax_depthwise import enable_fast_depthwise_conv  # noqa: E402
+from fracture.training.resume import latest_unfinished_run  # noqa: E402
 
 # The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
 # editable and regular installs find the same files.
 CONFIG_DIR = str(files("fracture.conf"))
 log = logging.getLogger("fracture")
+
+
+def run_folder(resume, fresh: str, runs_dir: str) -> str:
+    """`hydra.run.dir`: the new folder `fresh`, or for `resume=` the run it continues (`true`: the newest
+    unfinished one under `runs_dir`), so that Hydra puts the resumed job's log in that run's own folder and
+    makes no stray new one. A resume with nothing to continue gets `fresh`, where the job then says so."""
+    if resume is True:
+        return str(latest_unfinished_run(runs_dir) or fresh)
+    if resume and (Path(str(resume)).expanduser() / "backup").is_dir():
+        return str(Path(str(resume)).expanduser())
+    return fresh
+
+
+def hydra_subdir(resume, now: str) -> str:
+    """`hydra.output_subdir`: `.hydra`, or for a resume `.hydra/resumed-<time>`, so that the run's own
+    `.hydra/config.yaml` (what the resume is checked against) stays as the run began."""
+    return f".hydra/resumed-{now}" if resume else ".hydra"
+
+
+# Used by conf/hydra/default.yaml; registered when an entry point imports this module, before Hydra starts.
+OmegaConf.register_new_resolver("fracture.run_folder", run_folder, replace=True)
+OmegaConf.register_new_resolver("fracture.hydra_subdir", hydra_subdir, replace=True)
 
 
 def build(node: DictConfig, **kwargs):
@@ -70,7 +95,11 @@ class OutputFolderCheck(Callback):
             check_writable(nearest_existing(folder))
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        # The folder's default interpolates ${hydra:runtime.cwd}, which resolves only once HydraConfig is set
+        # (Hydra sets it just after this callback; without this, every such run warned).
+        HydraConfig.instance().set_config(config)
         self._check(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)
         self._check(config.hydra.sweep.dir)

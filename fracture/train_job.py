@@ -14,38 +14,53 @@ from pathlib import Path
 import keras
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from fracture.cli import build, build_all, log, prepare_backend, user_errors
 from fracture.errors import ConfigError
 from fracture.io import check_writable, write_json_atomic
 from fracture.recipe import run_recipe
+from fracture.resume_config import check_resumable
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
 from fracture.training.guards import TrainingInterrupted
 from fracture.training.progress import console
+from fracture.training.resume import latest_unfinished_run
 
 
-def find_run_to_resume(runs_dir: Path, current: Path) -> Path:
-    """The newest run folder under `runs_dir`, other than `current`, that still holds a training backup."""
-    unfinished = sorted(p for p in runs_dir.glob("*") if (p / "backup").is_dir() and p.resolve() != current.resolve())
-    if not unfinished:
-        raise ConfigError(f"resume=true found no interrupted run under {runs_dir}; pass resume=<run folder>.")
-    return unfinished[-1]
-
-
-def point_at_run_to_resume(cfg: DictConfig) -> None:
-    """For `resume=true` or `resume=<run folder>`, make the run folder to continue the job's output folder."""
-    current = Path(cfg.paths.output_dir)
+def check_resume(cfg: DictConfig) -> None:
+    """For `resume=`, check that the job's folder is the run to continue (`hydra.run.dir` points at it, see
+    `fracture.cli.run_folder`), that it holds a backup, and that the new settings change only what a resume
+    may (`fracture.resume_config`)."""
+    output_dir = Path(cfg.paths.output_dir)
     if cfg.resume is True:
-        target = find_run_to_resume(Path(cfg.paths.log_dir) / cfg.task_name / "runs", current)
+        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+        target = latest_unfinished_run(runs)
+        if target is None:
+            raise ConfigError(f"resume=true found no interrupted run under {runs}; pass resume=<run folder>.")
     else:
         target = Path(str(cfg.resume)).expanduser()
-    if not (target / "backup").is_dir():
-        raise ConfigError(f"resume={cfg.resume}: {target} holds no training backup to resume from.")
-    log.info("resuming the run in %s", target)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(target)  # checkpoints, logs and metrics continue in the old folder
+        if not (target / "backup").is_dir():
+            raise ConfigError(f"resume={cfg.resume}: {target} holds no training backup to resume from.")
+    if output_dir.resolve() != target.resolve():
+        raise ConfigError(
+            f"resume={cfg.resume} continues in the run's own folder {target}; leave out hydra.run.dir={output_dir}."
+        )
+    log.info("resuming the run in %s", output_dir)
+    original = output_dir / ".hydra" / "config.yaml"
+    if not original.is_file():
+        log.warning("%s is missing: the resumed settings cannot be checked against the run's own", original)
+        return
+    check_resumable(resolved(OmegaConf.load(original)), resolved(cfg), str(cfg.resume))
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """`cfg` as plain containers, interpolations resolved where they can be (else left as written)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError:
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def resume_command(output_dir: str | Path) -> str:
@@ -62,7 +77,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("description"):
         console.print(f"[bold]{cfg.description}[/bold]  tags: {list(cfg.get('tags', []))}")
     if cfg.get("resume"):
-        point_at_run_to_resume(cfg)
+        check_resume(cfg)
     keras.utils.set_random_seed(cfg.seed)
     prepare_backend(cfg)
     output_dir = Path(cfg.paths.output_dir)

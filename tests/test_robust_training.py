@@ -73,11 +73,23 @@ def test_ctrl_c_stops_after_the_batch_saves_the_finished_epochs_and_prints_the_r
     resume = stderr.split("Resume with:\n", 1)[1].strip()
     assert resume == shlex.join(["python", "-m", "fracture.train", *overrides, f"resume={run}"])
 
-    resumed = run_cli("fracture.train", *shlex.split(resume)[3:], f"hydra.run.dir={tmp_path}/resumed")
+    original_config = (run / ".hydra" / "config.yaml").read_text()
+    changed = ["data.image_size=64", "model.dense_units=128"]  # another model on other data: refused by name
+    refused = run_cli("fracture.train", *shlex.split(resume)[3:], *changed)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert "data.image_size (48 -> 64)" in refused.stderr and "model.dense_units (64 -> 128)" in refused.stderr
+
+    # The printed command, plus a change a resume may make. It continues in the run's own folder: no new one.
+    resumed = run_cli("fracture.train", *shlex.split(resume)[3:], "trainer.progress=false")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Interpolation" not in resumed.stderr  # Hydra warned on every resume
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["epochs"] == 12
     assert len((run / "history.csv").read_text().splitlines()) == 13  # a header and every epoch once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
+    assert "resuming the run in" in (run / "train.log").read_text()  # its log is in the run's folder
+    assert (run / ".hydra" / "config.yaml").read_text() == original_config  # what later resumes check against
+    assert list((run / ".hydra").glob("resumed-*/config.yaml"))  # each resume's settings, beside it
 
 
 def test_a_second_ctrl_c_stops_at_once_and_the_handler_is_restored():
@@ -116,3 +128,10 @@ def test_too_little_free_disk_is_refused_before_training(tmp_path, synthetic_roo
     with pytest.raises(ConfigError, match=r"only 0 MB free on the disk of .*ckpt; checkpoints and backups .* about"):
         trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16))
     assert trainer.history == [] and not (tmp_path / "ckpt" / "best_model.keras").exists()
+
+
+def test_a_run_that_fails_before_training_begins_gets_no_second_error_from_the_progress_bar():
+    """A Keras error before the first epoch used to be followed by `'NoneType' object has no attribute 'stop'`."""
+    from fracture.training.progress import RichProgress
+
+    RichProgress(steps_per_epoch=2, epochs=1).on_train_end()
