@@ -229,3 +229,16 @@ def test_images_of_no_radiographs_shape_get_an_error_row_in_prediction(tmp_path,
     with pytest.raises(UnsuitableImage, match="min_side"):
         read_xray(dot)
     assert read_xray(dot, limits=None).shape == (1, 1, 3)  # None accepts any shape
+
+
+def test_images_in_subfolders_of_a_class_folder_are_used_and_counted(tmp_path):
+    root = make_class_folders(tmp_path / "data", per_class=3)
+    nested = root / "train" / "fractured" / "2024" / "ward b"
+    nested.mkdir(parents=True)
+    for index in range(2):
+        Image.fromarray(np.full((40, 40), 90 + index, np.uint8)).save(nested / f"{index}.png")
+    datamodule = FractureDataModule(root, image_size=32, batch_size=2, group_by=None)
+    summary = datamodule.summary()
+    assert summary["train"]["fractured"] == 5 and summary["train"]["in_subfolders"] == 2
+    assert summary["val"]["in_subfolders"] == 0
+    assert str(nested / "1.png") in datamodule.files("train").paths

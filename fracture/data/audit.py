@@ -27,7 +27,7 @@ from fracture.data.folders import SPLITS, data_root, is_ignored
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
 from fracture.errors import DataError
-from fracture.training.progress import progress_bar
+from fracture.training.progress import console, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,10 @@ def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSetting
     if read_entry(cache, fingerprint) is not None:
         log.info("content groups of %s from the cache %s", root, cache)
         return load_audit(cache)
+    console.print(
+        f"content audit of {root}: reading every file once to find copies of one radiograph (107-160 s for "
+        "9,463 files on 2 cores; cached for later runs). Skip it with data.group_by=filename or null."
+    )
     audit = audit_dataset(root, settings)
     save_audit(audit, cache, fingerprint)
     return audit

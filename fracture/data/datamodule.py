@@ -237,7 +237,8 @@ class FractureDataModule:
         return split in self.setup()._splits
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Per split: images per class, groups and skipped files."""
+        """Per split: images per class, groups, skipped files, and images found in subfolders of a class
+        folder (`<split>/<class>/<subfolder>/...`), which are used like the others."""
         positive, negative = self.class_names
         return {
             name: {
@@ -245,6 +246,7 @@ class FractureDataModule:
                 negative: files.class_counts()[0],
                 "groups": len(set(files.groups)),
                 "skipped": len(files.skipped),
+                "in_subfolders": sum(len(Path(self.relative(path)).parts) > 3 for path in files.paths),
             }
             for name, files in self.setup()._splits.items()
         }
