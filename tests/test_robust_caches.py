@@ -150,9 +150,10 @@ def small_copy(source, target):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "drop records"])
-def test_a_damaged_audit_cache_is_audited_again(tmp_path, synthetic_root, damage):
+def test_a_damaged_audit_cache_is_audited_again(tmp_path, synthetic_root, damage, capsys):
     root = small_copy(synthetic_root, tmp_path / "data")
     first = cached_audit(root, tmp_path / "cache")
+    assert "Skip it with data.group_by=filename or null" in capsys.readouterr().err  # said before it starts
     (stored,) = (tmp_path / "cache").glob("audit-*.json")
     if damage == "truncate":
         truncate(stored)  # was a JSONDecodeError
