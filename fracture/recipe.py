@@ -52,7 +52,10 @@ def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
         "epochs": stop.epoch - 1,
     }
     metrics.update(best_checkpoint_metrics(trainer))
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    try:
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    except OSError as error:  # a full disk may not even take metrics.json; the stop itself still reports
+        log.warning("could not record the stop in %s: %s", output_dir / "metrics.json", error)
 
 
 def best_checkpoint_metrics(trainer) -> dict:

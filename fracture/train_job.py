@@ -24,7 +24,7 @@ from fracture.recipe import run_recipe
 from fracture.resume_config import check_resumable
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
-from fracture.training.guards import TrainingInterrupted
+from fracture.training.guards import DiskFull, TrainingInterrupted
 from fracture.training.progress import console
 from fracture.training.resume import latest_unfinished_run
 
@@ -113,8 +113,10 @@ def run_training_job(cfg: DictConfig) -> float:
                 return train(cfg)["optimized_metric"]
             except (TrainingInterrupted, KeyboardInterrupt) as stop:  # before user_errors reports it as an error
                 how = str(stop) if isinstance(stop, TrainingInterrupted) else "stopped at once by a second Ctrl-C"
-                print(f"{how}. Resume with:\n  {resume_command(cfg.paths.output_dir)}", file=sys.stderr)
-                sys.exit(130)
+                full = isinstance(stop, DiskFull)
+                print(f"{'error: ' if full else ''}{how}. Resume with:", file=sys.stderr)
+                print(f"  {resume_command(cfg.paths.output_dir)}", file=sys.stderr)
+                sys.exit(2 if full else 130)
     try:
         return train(cfg)["optimized_metric"]
     except Exception as error:  # one failed job is recorded and must not stop the sweep

@@ -135,3 +135,44 @@ def test_a_run_that_fails_before_training_begins_gets_no_second_error_from_the_p
     from fracture.training.progress import RichProgress
 
     RichProgress(steps_per_epoch=2, epochs=1).on_train_end()
+
+
+# Fills the disk where Keras' double backup first copies the last epoch's state aside (`*.bkp`), as a real
+# full disk did: the copy leaves a 0-byte file and raises ENOSPC, after the first epoch was saved whole.
+FULL_DISK_IN_EPOCH_2 = """
+import errno, os, shutil, sys
+copy = shutil.copyfile
+def copy_onto_a_full_disk(source, target, *args, **kwargs):
+    if str(target).endswith(".bkp"):
+        open(target, "wb").close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    return copy(source, target, *args, **kwargs)
+shutil.copyfile = copy_onto_a_full_disk
+from fracture.train import main
+sys.argv = ["fracture.train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_disk_that_fills_during_a_run_stops_it_like_an_interruption(tmp_path):
+    """It used to end in a 20-line OSError traceback and leave a 0-byte `.bkp` in the backup."""
+    run = tmp_path / "run"
+    overrides = [*DEMO_SMALL, "trainer.epochs=3", f"paths.data_dir={tmp_path}/data"]
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_IN_EPOCH_2, *overrides, f"hydra.run.dir={run}"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert "is full" in line and "MB free) while saving epoch 2" in line and "need about" in line
+    assert done.stderr.split("Resume with:\n", 1)[1].strip().endswith(f"resume={run}")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "disk_full" and metrics["epochs"] == 1
+    assert not [path for path in run.rglob("*") if path.is_file() and path.stat().st_size == 0]  # no partial file
+    assert not list(run.rglob("*.bkp")) and not list(run.rglob(".*-*"))  # nor staging files
+    model, metadata = load_checkpoint(run / "checkpoints" / "last.keras")  # the finished epoch, whole
+    assert metadata["epoch"] == 1 and load_checkpoint(run / "checkpoints" / "best_model.keras")[1]["epoch"] == 1

@@ -1,4 +1,4 @@
-"""Stopping a run safely: on a NaN or infinite loss, and on Ctrl-C; and the disk a run's files need.
+"""Stopping a run safely: on a NaN or infinite loss, on Ctrl-C and on a full disk; and the disk a run's files need.
 
 Both stops raise from the batch that triggers them, before Keras ends the epoch: the half-finished epoch is
 neither validated nor checkpointed, so `best_model.keras`, `last.keras`, `history.csv` and the backup all
@@ -7,14 +7,18 @@ still describe the last finished epoch, and `resume=` repeats the interrupted on
 
 from __future__ import annotations
 
+import errno
 import math
+import shutil
 import signal
 import threading
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from fracture.errors import FractureError
+from fracture.io import nearest_existing
 from fracture.training.progress import console
 
 
@@ -34,6 +38,30 @@ class TrainingDiverged(RunStopped):
 
 class TrainingInterrupted(RunStopped):
     status = "interrupted"
+
+
+class DiskFull(TrainingInterrupted):
+    """The disk filled while an epoch's checkpoint or backup was saved: a stop like Ctrl-C's, which the
+    entry point reports as an error (exit code 2) with the resume command."""
+
+    status = "disk_full"
+
+
+def disk_full(error: OSError, epoch: int, needed_bytes: int, folder: str | Path) -> DiskFull | None:
+    """A `DiskFull` stop for an `OSError` that says the disk is full (ENOSPC, or a quota: EDQUOT), else None.
+
+    `folder` is where the run saves (named when the error does not name its file); `epoch` is 1-based."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(error):
+        return None
+    where = Path(error.filename).parent if error.filename else Path(folder)
+    free = shutil.disk_usage(nearest_existing(where)).free
+    return DiskFull(
+        f"the disk of {where} is full ({free / 1e6:.0f} MB free) while saving epoch {epoch}: this run's checkpoints "
+        f"and backups need about {needed_bytes / 1e6:.0f} MB. The epochs before it are saved and whole; free "
+        "some space (or write elsewhere with paths.log_dir=...)",
+        epoch,
+        0,
+    )
 
 
 class DivergenceGuard(keras.callbacks.Callback):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import keras
 
 from fracture.training.callbacks import RandomStateBackup
@@ -32,10 +33,38 @@ class StageBackup:
         state = self.folder / KERAS_BACKUP_STATE
         return int(json.loads(state.read_text())["epoch"]) if state.is_file() else None
 
+    def discard_partial_files(self) -> list[Path]:
+        """After a save that failed half-way (a full disk): remove every backup file that does not read whole.
+        Keras' double backup copies the last state to `*.bkp` before it overwrites it, so one of the two is
+        whole: a broken latest file is replaced by its `.bkp`. Returns the files removed."""
+        removed = []
+        for latest in [*self.folder.glob("*.weights.h5"), self.folder / KERAS_BACKUP_STATE]:
+            previous = latest.with_name(latest.name + ".bkp")
+            for path in (previous, latest):
+                if path.exists() and not reads_whole(path):
+                    path.unlink()
+                    removed.append(path)
+            if not latest.exists() and previous.exists():
+                previous.replace(latest)
+        return removed
+
     def callbacks(self) -> list[keras.callbacks.Callback]:
         """Back the stage up after every epoch; put them before loggers, so the state is saved first."""
         keras_backup = keras.callbacks.BackupAndRestore(self.folder, double_checkpoint=True, delete_checkpoint=False)
         return [keras_backup, RandomStateBackup(self.folder)]
+
+
+def reads_whole(path: Path) -> bool:
+    """Whether a backup file (HDF5 weights or JSON state) opens and reads in full."""
+    try:
+        if path.name.endswith((".json", ".json.bkp")):
+            json.loads(path.read_text())
+            return True
+        with h5py.File(path, "r") as weights:
+            weights.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+        return True
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def latest_unfinished_run(runs_dir: str | Path) -> Path | None:

@@ -20,7 +20,7 @@ from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.feature_cache import FeatureCache, cache_decision, split_at_head
-from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes
+from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress, console
@@ -285,10 +285,17 @@ class Trainer:
                     shuffle=False,  # the data module shuffles
                     verbose=0,
                 )
-            except BaseException:  # a guard's stop, Ctrl-C or a bug: give the terminal back before it shows
+            except BaseException as error:  # a guard's stop, Ctrl-C, a full disk or a bug: give the terminal back
                 if progress:
                     progress.on_train_end()
-                raise
+                full = isinstance(error, OSError) and disk_full(
+                    error, interrupt.epoch, checkpoint_bytes(model), self.backup_dir or "."
+                )
+                if full is None:
+                    raise
+                if backup is not None:
+                    backup.discard_partial_files()
+                raise full from error
         if profiler:
             console.print(profiler.table())
         for index in range(len(history.epoch)):
