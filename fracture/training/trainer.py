@@ -288,9 +288,9 @@ class Trainer:
             except BaseException as error:  # a guard's stop, Ctrl-C, a full disk or a bug: give the terminal back
                 if progress:
                     progress.on_train_end()
-                full = isinstance(error, OSError) and disk_full(
-                    error, interrupt.epoch, checkpoint_bytes(model), self.backup_dir or "."
-                )
+                full = None
+                if isinstance(error, OSError):
+                    full = disk_full(error, interrupt.epoch, checkpoint_bytes(model), self.backup_dir or ".")
                 if full is None:
                     raise
                 if backup is not None:
