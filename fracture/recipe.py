@@ -143,13 +143,20 @@ def run_recipe(
     metrics.update(best_checkpoint_metrics(trainer))
     metrics["optimized_metric"] = best_value(history, optimized_metric)
     if shortened := shortened_training(trainer, datamodule):
-        metrics["training/shortened"] = "; ".join(shortened)
+        metrics["training/shortened"] = " ".join(shortened)
 
     write_json_atomic(output_dir / "metrics.json", metrics)
-    console.print(summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/"))}))
+    console.print(
+        summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/", "training/"))})
+    )
+    if shortened:
+        console.print(f"training was shortened: {metrics['training/shortened']}")
     curves = plots.training_curves(history, output_dir / "plots" / "training_curves.png")
 
     checkpoint = trainer.checkpoint_callback
+    if evaluate and trainer.fast_dev_run:  # one batch of each split was the point; evaluation is a real run's
+        console.print("fast_dev_run: evaluation, its plots and report.md skipped; run without it for them")
+        evaluate = False
     if evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
         splits = [split for split in ("val", "test") if datamodule.has_split(split)]
         qualifiers = shortened_training(trainer, datamodule)

@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     write_json_atomic(output_dir / "run_info.json", run_info())
 
     # Every object first, so that an out-of-range setting fails before the data scan and the model build.
-    datamodule = build(cfg.data)
+    datamodule = build(cfg.data, **fast_dev_run_data_options(cfg))
     classifier = build(cfg.model)
     trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
     return run_recipe(
@@ -102,6 +102,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         eval_options=dict(cfg.eval),
         seed=cfg.seed,
     )
+
+
+def fast_dev_run_data_options(cfg: DictConfig) -> dict:
+    """A debug run checks that the pipeline runs on a batch of each split: it streams those batches instead of
+    decoding every image first (`data.cache`), and groups files by name instead of auditing their content."""
+    if not cfg.trainer.get("fast_dev_run"):
+        return {}
+    console.print("fast_dev_run: images streamed, not decoded ahead; no content audit (those are for real runs)")
+    return {"cache": False, **({"group_by": "filename"} if cfg.data.get("group_by") == "content" else {})}
 
 
 def run_training_job(cfg: DictConfig) -> float:

@@ -27,6 +27,8 @@ def test_fast_dev_run_writes_config_checkpoint_and_metrics(tmp_path, backend):
         "fracture.train",
         *DEMO_SMALL,
         "trainer.fast_dev_run=true",
+        "data.group_by=content",
+        f"data.audit_cache={tmp_path}/audit",
         f"paths.data_dir={tmp_path}/data",
         f"hydra.run.dir={run_dir}",
         backend=backend,
@@ -34,6 +36,9 @@ def test_fast_dev_run_writes_config_checkpoint_and_metrics(tmp_path, backend):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = check_run_folder(run_dir, 48)
     assert metrics["epochs"] == 1
+    # One batch of each split, and nothing that only a real run needs: no content audit, no evaluation.
+    assert not (tmp_path / "audit").exists() and not (run_dir / "report.md").exists()
+    assert "test/auroc" not in metrics and "evaluation, its plots and report.md skipped" in result.stderr
     assert f"backend {backend}" in (run_dir / "train.log").read_text()
     # Not a terminal (a pipe, as in a cluster log): the epoch's line is whole, not cut at 80 columns with "…".
     (epoch_line,) = [line for line in result.stderr.splitlines() if line.startswith("epoch 1/1")]
