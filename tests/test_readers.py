@@ -153,22 +153,22 @@ def test_sixteen_bit_png_keeps_its_range(tmp_path):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    pixels = np.zeros((20, 40, 3), np.uint8)
-    pixels[:, :20] = 255  # bright left half of a wide image
+    pixels = np.zeros((40, 80, 3), np.uint8)  # at least 32 px on a side: smaller is no radiograph
+    pixels[:, :40] = 255  # bright left half of a wide image
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
     image = read_xray(tmp_path / "phone.jpg")
-    assert image.shape == (40, 20, 3)  # displayed upright: tall, with the bright half on top
-    assert image[:20].mean() > 200 and image[20:].mean() < 50
+    assert image.shape == (80, 40, 3)  # displayed upright: tall, with the bright half on top
+    assert image[:40].mean() > 200 and image[40:].mean() < 50
 
 
 @pytest.mark.parametrize(
     "mode,suffix", [("L", ".bmp"), ("RGBA", ".png"), ("CMYK", ".jpg"), ("L", ".tif"), ("P", ".png")]
 )
 def test_modes_and_formats_become_rgb(tmp_path, mode, suffix):
-    Image.new(mode, (30, 20)).save(tmp_path / f"x{suffix}")
-    assert read_xray(tmp_path / f"x{suffix}").shape == (20, 30, 3)
+    Image.new(mode, (60, 40)).save(tmp_path / f"x{suffix}")
+    assert read_xray(tmp_path / f"x{suffix}").shape == (40, 60, 3)
 
 
 def test_folders_are_walked_recursively(tmp_path):
