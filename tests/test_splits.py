@@ -107,6 +107,7 @@ def test_evaluation_warns_when_val_shares_groups_with_train(tmp_path, synthetic_
     assert separate.shared_with_train("val") == (0, 0)
 
 
+@pytest.mark.slow  # 15 s; the grouped cut is tested in-process above, the audit in test_audit
 def test_grouped_training_run_on_real_xrays_writes_a_leak_free_split(tmp_path, real_root):
     run_dir = tmp_path / "run"
     result = run_cli(
