@@ -17,10 +17,12 @@ from fracture.io import write_json_atomic
 
 CONTRACT_NAME = "model.json"
 # How a deployment outside Python turns the artifact's output p into the calibrated probability.
+# Each result is then clipped to `params.bounds` ([1e-7, 1 - 1e-7] when a calibration has none).
 CALIBRATION_FORMULAS = {
-    "platt": "sigmoid(slope * logit(p) + intercept), logit(p) = ln(p / (1 - p)) with p clipped to [1e-7, 1 - 1e-7]",
-    "temperature": "sigmoid(logit(p) / temperature), logit as for platt",
-    "isotonic": "linear interpolation of p between knots_x and knots_y, clipped to the end knots",
+    "platt": "sigmoid(slope * logit(p) + intercept), logit(p) = ln(p / (1 - p)) with p clipped to [1e-7, 1 - 1e-7]; "
+    "then clipped to bounds",
+    "temperature": "sigmoid(logit(p) / temperature), logit as for platt; then clipped to bounds",
+    "isotonic": "linear interpolation of p between knots_x and knots_y, clipped to the end knots; then to bounds",
 }
 CONTRACT_FORMAT = "fracture-export/1"
 # Distributions whose versions decide what an artifact computes; recorded for whoever debugs a mismatch.
