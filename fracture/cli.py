@@ -32,15 +32,20 @@ CONFIG_DIR = str(files("fracture.conf"))
 log = logging.getLogger("fracture")
 
 
-def run_folder(resume, fresh: str, runs_dir: str) -> str:
-    """`hydra.run.dir`: the new folder `fresh`, or for `resume=` the run it continues (`true`: the newest
-    unfinished one under `runs_dir`), so that Hydra puts the resumed job's log in that run's own folder and
-    makes no stray new one. A resume with nothing to continue gets `fresh`, where the job then says so."""
+def resumed_run(resume, runs_dir: str | Path) -> Path | None:
+    """The run folder that `resume=` continues (`true`: the newest unfinished one under `runs_dir`), or None
+    when `resume` is off or names no folder with a training backup."""
     if resume is True:
-        return str(latest_unfinished_run(runs_dir) or fresh)
-    if resume and (Path(str(resume)).expanduser() / "backup").is_dir():
-        return str(Path(str(resume)).expanduser())
-    return fresh
+        return latest_unfinished_run(runs_dir)
+    target = Path(str(resume)).expanduser() if resume else None
+    return target if target is not None and (target / "backup").is_dir() else None
+
+
+def run_folder(resume, fresh: str, runs_dir: str) -> str:
+    """`hydra.run.dir`: the new folder `fresh`, or for `resume=` the run it continues, so that Hydra puts the
+    resumed job's log in that run's own folder and makes no stray new one. A resume with nothing to continue
+    gets `fresh`, where the job then says so."""
+    return str(resumed_run(resume, runs_dir) or fresh)
 
 
 def hydra_subdir(resume, now: str) -> str:

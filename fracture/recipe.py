@@ -159,8 +159,7 @@ def run_recipe(
         evaluate = False
     if evaluate and checkpoint is not None and checkpoint.best_epoch is not None:
         splits = [split for split in ("val", "test") if datamodule.has_split(split)]
-        qualifiers = shortened_training(trainer, datamodule)
-        options = {"seed": seed, "training_curves": curves, "qualifiers": qualifiers, **(eval_options or {})}
+        options = {"seed": seed, "training_curves": curves, "qualifiers": shortened, **(eval_options or {})}
         evaluation = evaluate_checkpoint(checkpoint.best_path, datamodule, splits, output_dir, **options)
         metrics.update(evaluation)
         print_summary(evaluation, splits, output_dir)

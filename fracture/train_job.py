@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from fracture.cli import build, build_all, log, prepare_backend, user_errors
+from fracture.cli import build, build_all, log, prepare_backend, resumed_run, user_errors
 from fracture.errors import ConfigError
 from fracture.io import check_writable, write_json_atomic
 from fracture.recipe import run_recipe
@@ -27,7 +27,6 @@ from fracture.run_info import run_info
 from fracture.sweeps import record_failure
 from fracture.training.guards import DiskFull, TrainingInterrupted
 from fracture.training.progress import console
-from fracture.training.resume import latest_unfinished_run
 
 
 def check_resume(cfg: DictConfig) -> None:
@@ -35,15 +34,13 @@ def check_resume(cfg: DictConfig) -> None:
     `fracture.cli.run_folder`), that it holds a backup, and that the new settings change only what a resume
     may (`fracture.resume_config`)."""
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.resume is True:
-        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
-        target = latest_unfinished_run(runs)
-        if target is None:
-            raise ConfigError(f"resume=true found no interrupted run under {runs}; pass resume=<run folder>.")
-    else:
-        target = Path(str(cfg.resume)).expanduser()
-        if not (target / "backup").is_dir():
-            raise ConfigError(f"resume={cfg.resume}: {target} holds no training backup to resume from.")
+    runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    target = resumed_run(cfg.resume, runs)
+    if target is None and cfg.resume is True:
+        raise ConfigError(f"resume=true found no interrupted run under {runs}; pass resume=<run folder>.")
+    if target is None:
+        named = Path(str(cfg.resume)).expanduser()
+        raise ConfigError(f"resume={cfg.resume}: {named} holds no training backup to resume from.")
     if output_dir.resolve() != target.resolve():
         raise ConfigError(
             f"resume={cfg.resume} continues in the run's own folder {target}; leave out hydra.run.dir={output_dir}."

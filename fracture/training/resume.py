@@ -33,20 +33,17 @@ class StageBackup:
         state = self.folder / KERAS_BACKUP_STATE
         return int(json.loads(state.read_text())["epoch"]) if state.is_file() else None
 
-    def discard_partial_files(self) -> list[Path]:
+    def discard_partial_files(self) -> None:
         """After a save that failed half-way (a full disk): remove every backup file that does not read whole.
         Keras' double backup copies the last state to `*.bkp` before it overwrites it, so one of the two is
-        whole: a broken latest file is replaced by its `.bkp`. Returns the files removed."""
-        removed = []
+        whole: a broken latest file is replaced by its `.bkp`."""
         for latest in [*self.folder.glob("*.weights.h5"), self.folder / KERAS_BACKUP_STATE]:
             previous = latest.with_name(latest.name + ".bkp")
             for path in (previous, latest):
                 if path.exists() and not reads_whole(path):
                     path.unlink()
-                    removed.append(path)
             if not latest.exists() and previous.exists():
                 previous.replace(latest)
-        return removed
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
         """Back the stage up after every epoch; put them before loggers, so the state is saved first."""
