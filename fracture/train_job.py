@@ -7,7 +7,6 @@ pickle the job by reference.
 
 from __future__ import annotations
 
-import gc
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from omegaconf.errors import InterpolationResolutionError
 from fracture.cli import build, build_all, log, prepare_backend, resumed_run, user_errors
 from fracture.errors import ConfigError
 from fracture.io import check_writable, write_json_atomic
+from fracture.job_memory import released_after_job
 from fracture.recipe import run_recipe
 from fracture.resume_config import check_resumable
 from fracture.run_info import run_info
@@ -124,20 +124,10 @@ def run_training_job(cfg: DictConfig) -> float:
                 print(f"{'error: ' if full else ''}{how}. Resume with:", file=sys.stderr)
                 print(f"  {resume_command(cfg.paths.output_dir)}", file=sys.stderr)
                 sys.exit(2 if full else 130)
-    try:
-        return train(cfg)["optimized_metric"]
-    except Exception as error:  # one failed job is recorded and must not stop the sweep
-        log.exception("job failed: %s", error)
-        record_failure(cfg.paths.output_dir, error)
-        return float("nan")
-    finally:
-        release_job_memory()
-
-
-def release_job_memory() -> None:
-    """Release what a sweep job leaves in Keras' global state: Hydra's default launcher runs every job in one
-    process. Measured on 8 jobs of the small demo (2026-12-01), the process grew 25 MB a job without this and
-    20 MB with it: TensorFlow still keeps each job's traced step functions (about 3,400 graph operations a
-    job for the tiny CNN), a leak that this does not fix."""
-    keras.backend.clear_session(free_memory=True)
-    gc.collect()
+    with released_after_job():
+        try:
+            return train(cfg)["optimized_metric"]
+        except Exception as error:  # one failed job is recorded and must not stop the sweep
+            log.exception("job failed: %s", error)
+            record_failure(cfg.paths.output_dir, error)
+            return float("nan")

@@ -102,10 +102,11 @@ def run_cli(
     cwd: Path | None = None,
     timeout: int = 600,
     unprivileged: bool = False,
+    env: dict[str, str] | None = None,
 ):
     """Run `python -m <module> <overrides>` in a subprocess with the given Keras backend (`unprivileged`: as a
-    process that file permissions apply to, also when the tests run as root)."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0"}
+    process that file permissions apply to, also when the tests run as root; `env`: added variables)."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0", **(env or {})}
     prefix = DROP_PRIVILEGES if unprivileged else []
     return subprocess.run(
         [*prefix, sys.executable, "-m", module, *overrides],
