@@ -111,10 +111,11 @@ def run_recipe(
     console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
     datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
     log.info(
-        "backend %s, devices %s, jit_compile %s, precision %s",
+        "backend %s, devices %s, jit_compile %s, run_eagerly %s, precision %s",
         keras.backend.backend(),
         trainer.parallel.devices,
         trainer.jit_compile,
+        trainer.run_eagerly,
         trainer.precision,
     )
 

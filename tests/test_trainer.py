@@ -43,8 +43,11 @@ def test_fast_dev_run_uses_one_batch_and_one_epoch(synthetic_root):
             seen.append(batch)
 
     trainer = Trainer(epochs=5, fast_dev_run=True, callbacks=[CountBatches()], progress=False)
-    trainer.fit(tiny(), datamodule)
+    classifier = tiny()
+    trainer.fit(classifier, datamodule)
     assert seen == [0] and trainer.current_epoch == 1
+    # TensorFlow's one batch runs eagerly (tracing costs more than it saves); JAX's stays compiled.
+    assert classifier.model.run_eagerly == (keras.backend.backend() == "tensorflow")
 
 
 def test_a_second_fit_continues_the_epoch_count(synthetic_root):

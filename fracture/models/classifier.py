@@ -145,16 +145,22 @@ class FractureClassifier:
         return order[-blocks:]
 
     def compile(
-        self, jit_compile: bool = False, learning_rate: float | None = None, model: keras.Model | None = None
+        self,
+        jit_compile: bool = False,
+        learning_rate: float | None = None,
+        model: keras.Model | None = None,
+        run_eagerly: bool = False,
     ) -> keras.Model:
         """Compile with binary cross-entropy, the configured optimiser and metrics: the whole model, or `model`
-        (a part sharing its layers, such as the head that the feature cache trains)."""
+        (a part sharing its layers, such as the head that the feature cache trains). `run_eagerly`: steps as
+        Python calls, not traced graphs (TensorFlow only; quicker for a single batch)."""
         model = model or self.configure_model()
         model.compile(
             optimizer=self.optimizer.build(learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[METRIC_FACTORIES[name]() for name in self.metric_names],
             jit_compile=jit_compile,
+            run_eagerly=run_eagerly,
         )
         return model
 
