@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,3 +41,36 @@ def test_a_skipped_stream_continues_exactly_where_the_uninterrupted_one_would_be
     resumed = [batch.numpy() for batch in epoch_stream(data(), steps=5, skip_epochs=2).take(5)]
     np.testing.assert_array_equal(np.stack(resumed), np.stack(uninterrupted[10:15]))
     assert not np.array_equal(np.stack(uninterrupted[0:5]), np.stack(uninterrupted[5:10]))  # reshuffled
+
+
+def test_an_epoch_is_backed_up_only_after_the_checkpoints_and_the_log_have_it(tmp_path, synthetic_root):
+    """A kill between a record of an epoch and its backup must not lose the record: the backup comes last (the
+    epoch is then trained again), and the log replaces the row of an epoch trained again."""
+    from fracture import FractureClassifier, FractureDataModule, Trainer
+    from fracture.io import read_history
+    from fracture.training.callbacks import CSVLogger, ModelCheckpoint
+
+    backup_dir = tmp_path / "backup"
+    seen = []
+
+    class BackupWhenRecorded(keras.callbacks.Callback):  # runs after the checkpoint and the logger
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(StageBackup(backup_dir, "fit").finished_epochs())
+
+    history = tmp_path / "history.csv"
+    callbacks = [ModelCheckpoint(tmp_path / "checkpoints"), CSVLogger(history), BackupWhenRecorded()]
+    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16)
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8)
+    Trainer(
+        epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=callbacks, progress=False, backup_dir=backup_dir
+    ).fit(classifier, datamodule)
+    assert seen == [None, 1]  # at each epoch's end, the backup did not hold that epoch yet
+
+    # As after a kill before epoch 2's backup: the log has rows for epochs 1 and 2 (0-based 0 and 1), and the
+    # resumed run trains epoch 2 again.
+    logger = CSVLogger(history)
+    logger.on_train_begin()
+    logger.on_epoch_end(1, {"loss": 0.5})
+    rows = read_history(history)
+    assert [row["epoch"] for row in rows] == [0, 1] and rows[1]["train/loss"] == 0.5
+    assert len(history.read_text().splitlines()) == 3  # the header and one row per epoch

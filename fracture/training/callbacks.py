@@ -109,8 +109,9 @@ def early_stopping(monitor: str = "val/auc_approx", **options) -> keras.callback
 class CSVLogger(keras.callbacks.Callback):
     """One row per epoch in a CSV file with fracture's slash names (`epoch`, `train/loss`, `val/auc_approx`, ...).
 
-    With `append`, a resumed run adds its epochs to the file it finds; its header is kept. (Keras' own
-    CSVLogger assumes Keras' `val_` names and would add empty columns for slash names.)
+    With `append`, a resumed run adds its epochs to the file it finds; its header is kept. An epoch that the
+    resumed run trains again (the process was killed after logging it, before its backup) replaces its row.
+    (Keras' own CSVLogger assumes Keras' `val_` names and would add empty columns for slash names.)
     """
 
     def __init__(self, filename: str | Path, append: bool = True):
@@ -118,23 +119,33 @@ class CSVLogger(keras.callbacks.Callback):
         self.path = Path(filename)
         self.append = append
         self.columns: list[str] | None = None  # the header: the file's own when appending, else the first row's
+        self.earlier_rows: list[dict[str, str]] = []  # the file's rows, until this run logs its first epoch
 
     def on_train_begin(self, logs=None):
         if not self.append:
             self.path.unlink(missing_ok=True)
-        self.columns = None
+        self.columns, self.earlier_rows = None, []
         if self.path.is_file() and self.path.stat().st_size > 0:
             with open(self.path, newline="") as file:
-                self.columns = next(csv.reader(file))
+                reader = csv.DictReader(file)
+                self.earlier_rows = list(reader)
+                self.columns = reader.fieldnames
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **slash_logs(logs)}
-        new_file = self.columns is None
-        if new_file:
+        if self.columns is None:
             self.columns = list(row)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._rewrite([])
+        elif any(int(float(earlier["epoch"])) >= epoch for earlier in self.earlier_rows):
+            self._rewrite([earlier for earlier in self.earlier_rows if int(float(earlier["epoch"])) < epoch])
+        self.earlier_rows = []
         with open(self.path, "a", newline="") as file:
+            csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        """The header and `rows`, replacing the file atomically."""
+        with atomic_path(self.path) as staging, open(staging, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore", restval="")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+            writer.writeheader()
+            writer.writerows(rows)

@@ -217,9 +217,10 @@ class Trainer:
     # ------------------------------------------------------------------ loops
     def _callbacks(self, backup: StageBackup | None, progress, interrupt) -> list[keras.callbacks.Callback]:
         """The order matters: the divergence guard first (it must stop before anything saves NaN weights),
-        then the backups (saved before loggers record the epoch), the user's callbacks, the interrupt guard
-        and the progress bars; a profiler wraps them all."""
-        callbacks = [DivergenceGuard(), *(backup.callbacks() if backup else []), *self.callbacks, interrupt]
+        then the user's callbacks (checkpoints, loggers), then the backups: an epoch counts as finished for a
+        resume only once every record of it is written (a kill in between trains it again, and the loggers
+        replace its row); then the interrupt guard and the progress bars; a profiler wraps them all."""
+        callbacks = [DivergenceGuard(), *self.callbacks, *(backup.callbacks() if backup else []), interrupt]
         callbacks += [progress] if progress else []
         return callbacks
 
