@@ -24,6 +24,7 @@ from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
 from fracture.errors import ConfigError, FractureError  # noqa: E402
 from fracture.io import check_writable, nearest_existing  # noqa: E402
 from fracture.jax_depthwise import enable_fast_depthwise_conv  # noqa: E402
+from fracture.training.metric_names import metric_mode  # noqa: E402
 from fracture.training.resume import latest_unfinished_run  # noqa: E402
 
 # The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
@@ -54,9 +55,16 @@ def hydra_subdir(resume, now: str) -> str:
     return f".hydra/resumed-{now}" if resume else ".hydra"
 
 
+OPTUNA_DIRECTIONS = {"min": "minimize", "max": "maximize"}
+
 # Used by conf/hydra/default.yaml; registered when an entry point imports this module, before Hydra starts.
 OmegaConf.register_new_resolver("fracture.run_folder", run_folder, replace=True)
 OmegaConf.register_new_resolver("fracture.hydra_subdir", hydra_subdir, replace=True)
+# Used by conf/callbacks and conf/hparams_search: the direction of `optimized_metric`, decided by `metric_mode`.
+OmegaConf.register_new_resolver("fracture.metric_mode", metric_mode, replace=True)
+OmegaConf.register_new_resolver(
+    "fracture.optuna_direction", lambda name, mode: OPTUNA_DIRECTIONS[metric_mode(name, mode)], replace=True
+)
 
 
 def build(node: DictConfig, **kwargs):

@@ -27,19 +27,20 @@ from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
 from fracture.io import read_history, write_json_atomic
 from fracture.training.guards import RunStopped
+from fracture.training.metric_names import metric_mode
 from fracture.training.progress import console, summary_table
 
 log = logging.getLogger("fracture")
 
 
-def best_value(history: list[dict[str, float]], name: str) -> float:
-    """`optimized_metric`: the best value of `name` over every epoch of the run (the lowest for a loss, else
-    the highest), whether or not a checkpoint callback kept that epoch."""
+def best_value(history: list[dict[str, float]], name: str, mode: str = "auto") -> float:
+    """`optimized_metric`: the best value of `name` over every epoch of the run (the lowest or the highest, by
+    `metric_mode`), whether or not a checkpoint callback kept that epoch."""
     values = np.array([row[name] for row in history if name in row], dtype=float)
     if values.size == 0:
         logged = sorted(history[-1]) if history else []
         raise ConfigError(f"optimized_metric {name!r} was never logged; logged: {logged}.")
-    return float(np.nanmin(values) if name.endswith("loss") else np.nanmax(values))
+    return float(np.nanmin(values) if metric_mode(name, mode) == "min" else np.nanmax(values))
 
 
 def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
@@ -93,6 +94,7 @@ def run_recipe(
     output_dir: str | Path,
     *,
     optimized_metric: str = "val/auc_approx",
+    optimized_mode: str = "auto",
     finetune_blocks: int = 0,
     finetune_epochs: int = 0,
     finetune_lr: float = 1e-5,
@@ -103,11 +105,13 @@ def run_recipe(
     """Fit `classifier` on `datamodule` with `trainer`, fine-tune the top `finetune_blocks` blocks for
     `finetune_epochs` at `finetune_lr` if asked, write `metrics.json`, `split.csv`, the training curves and
     (with `evaluate`) the evaluation of the best checkpoint into `output_dir`; returns the metrics, with
-    `optimized_metric`. `eval_options` go to `evaluate_checkpoint` (target_sensitivity, calibration, ...);
+    `optimized_metric`, the best over the epochs in the direction `optimized_mode` says (auto, min or max; see
+    `metric_mode`). `eval_options` go to `evaluate_checkpoint` (target_sensitivity, calibration, ...);
     `seed` seeds its bootstrap (seed Keras yourself, with `keras.utils.set_random_seed`, before building).
     A run stopped early (NaN loss, Ctrl-C) records why in `metrics.json` and raises `RunStopped`.
     """
     output_dir = Path(output_dir)
+    metric_mode(optimized_metric, optimized_mode)  # a wrong mode fails before the data scan
     console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
     datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
     log.info(
@@ -142,7 +146,7 @@ def run_recipe(
     metrics["epochs"] = trainer.current_epoch
     metrics.update(metrics_from_data)
     metrics.update(best_checkpoint_metrics(trainer))
-    metrics["optimized_metric"] = best_value(history, optimized_metric)
+    metrics["optimized_metric"] = best_value(history, optimized_metric, optimized_mode)
     if shortened := shortened_training(trainer, datamodule):
         metrics["training/shortened"] = " ".join(shortened)
 

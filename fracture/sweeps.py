@@ -16,6 +16,7 @@ from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
 from fracture.io import write_json_atomic, write_text_atomic
+from fracture.training.metric_names import metric_mode
 from fracture.training.progress import console
 from fracture.training.progress import summary_table as metrics_table
 
@@ -27,8 +28,9 @@ def record_failure(output_dir: str | Path, error: BaseException) -> None:
     write_json_atomic(Path(output_dir) / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
 
 
-def collect_jobs(sweep_dir: Path, objective: str = "optimized_metric") -> list[dict]:
-    """One row per job folder: its overrides, status, objective and final metrics; best objective first."""
+def collect_jobs(sweep_dir: Path, objective: str = "optimized_metric", mode: str = "max") -> list[dict]:
+    """One row per job folder: its overrides, status, objective and final metrics; best objective first (the
+    highest, or with `mode="min"` the lowest), jobs without one last."""
     rows = []
     for job_dir in sorted(
         (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
@@ -48,9 +50,11 @@ def collect_jobs(sweep_dir: Path, objective: str = "optimized_metric") -> list[d
             row.update(status="unfinished")
         rows.append(row)
 
+    sign = 1.0 if mode == "min" else -1.0
+
     def best_first(row):
         value = row.get(objective)
-        return (value is None or (isinstance(value, float) and math.isnan(value)), -(value or 0.0))
+        return (value is None or (isinstance(value, float) and math.isnan(value)), sign * (value or 0.0))
 
     return sorted(rows, key=best_first)
 
@@ -116,9 +120,10 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = collect_jobs(sweep_dir)
+        metric = config.get("optimized_metric", "optimized_metric")
+        rows = collect_jobs(sweep_dir, mode=metric_mode(metric, config.get("optimized_mode", "auto")))
         path = write_summary(sweep_dir, rows)
-        console.print(summary_table(rows, "optimized_metric", config.get("optimized_metric", "optimized_metric")))
+        console.print(summary_table(rows, "optimized_metric", metric))
         console.print(f"sweep summary: {path}")
         folds = cross_validation_summary(sweep_dir, rows)
         if folds is not None:

@@ -92,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer,
         output_dir,
         optimized_metric=cfg.optimized_metric,
+        optimized_mode=cfg.optimized_mode,
         finetune_blocks=cfg.finetune.blocks,
         finetune_epochs=cfg.finetune.epochs,
         finetune_lr=cfg.finetune.lr,

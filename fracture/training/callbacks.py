@@ -13,7 +13,7 @@ from fracture.errors import ConfigError
 from fracture.io import atomic_path
 from fracture.models.checkpoint import read_metadata, save_checkpoint
 from fracture.models.schema import CheckpointMetadata
-from fracture.training.metric_names import slash_logs, to_keras
+from fracture.training.metric_names import metric_mode, slash_logs, to_keras
 
 
 class ModelCheckpoint(keras.callbacks.Callback):
@@ -27,20 +27,18 @@ class ModelCheckpoint(keras.callbacks.Callback):
         self,
         dirpath: str,
         monitor: str = "val/auc_approx",
-        mode: str = "max",
+        mode: str = "auto",
         save_last: bool = True,
         filename: str = "best_model.keras",
     ):
         super().__init__()
-        if mode not in ("min", "max"):
-            raise ConfigError(f"checkpoint mode must be 'min' or 'max', got {mode!r}.")
         self.dirpath = Path(dirpath)
         self.monitor = monitor
-        self.mode = mode
+        self.mode = metric_mode(monitor, mode)
         self.save_last = save_last
         self.best_path = self.dirpath / filename
         self.last_path = self.dirpath / "last.keras"
-        self.best_score = -math.inf if mode == "max" else math.inf
+        self.best_score = -math.inf if self.mode == "max" else math.inf
         self.best_epoch: int | None = None
         self.best_logs: dict[str, float] = {}
         self.metadata: CheckpointMetadata | None = None  # set by the Trainer before training
@@ -101,9 +99,10 @@ def reduce_lr_on_plateau(monitor: str = "val/loss", **options) -> keras.callback
     return keras.callbacks.ReduceLROnPlateau(monitor=to_keras(monitor), **options)
 
 
-def early_stopping(monitor: str = "val/auc_approx", **options) -> keras.callbacks.EarlyStopping:
-    """`keras.callbacks.EarlyStopping` watching a slash-named metric."""
-    return keras.callbacks.EarlyStopping(monitor=to_keras(monitor), **options)
+def early_stopping(monitor: str = "val/auc_approx", mode: str = "auto", **options) -> keras.callbacks.EarlyStopping:
+    """`keras.callbacks.EarlyStopping` watching a slash-named metric, in fracture's direction for it (Keras'
+    own `auto` would minimise `val_auc_approx`: it maximises only names that contain `acc`)."""
+    return keras.callbacks.EarlyStopping(monitor=to_keras(monitor), mode=metric_mode(monitor, mode), **options)
 
 
 class CSVLogger(keras.callbacks.Callback):

@@ -24,3 +24,17 @@ def to_keras(slash_key: str) -> str:
 
 def slash_logs(logs: dict | None) -> dict[str, float]:
     return {to_slash(key): float(value) for key, value in (logs or {}).items()}
+
+
+MODES = ("auto", "min", "max")
+
+
+def metric_mode(name: str, mode: str = "auto") -> str:
+    """Whether a higher ("max") or a lower ("min") value of metric `name` is better: the one place that decides
+    it for checkpoints, early stopping, `optimized_metric` and sweeps. `auto`: "min" for a loss (a name ending
+    in `loss`), else "max" (AUC, accuracy, precision, recall); say `min` or `max` for anything else."""
+    if mode not in MODES:
+        raise ConfigError(f"optimized_mode must be one of {MODES}, got {mode!r}.")
+    if mode != "auto":
+        return mode
+    return "min" if name.endswith("loss") else "max"
