@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from fracture.inference.readers import expand_inputs
+from fracture.data.images import expand_inputs
 from fracture.serving.loadtest import run_load, serve_in_subprocess
 
 

@@ -17,9 +17,9 @@ from rich.table import Table
 
 from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
 from fracture.data.geometry import ShapeLimits
+from fracture.data.images import expand_inputs
 from fracture.errors import ConfigError
 from fracture.inference.predictor import Prediction, load_predictor
-from fracture.inference.readers import expand_inputs
 from fracture.io import atomic_path
 from fracture.training.progress import console
 

@@ -10,13 +10,13 @@ import pytest
 from conftest import DEMO_SMALL, run_cli
 
 from fracture import FractureClassifier, read_metadata, save_checkpoint
+from fracture.data.images import expand_inputs
 from fracture.deployment.contract import CONTRACT_FORMAT, read_contract
 from fracture.deployment.exporters import ExportError, check_backend, parse_formats
 from fracture.deployment.parity import ParityResult
 from fracture.deployment.recipe import export_checkpoint, verify_export
 from fracture.errors import CheckpointError
 from fracture.inference.predictor import load_predictor
-from fracture.inference.readers import expand_inputs
 from fracture.models.checkpoint import checkpoint_id
 
 

@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from fracture import read_metadata
+from fracture.data.images import UnreadableImage
 from fracture.errors import ConfigError, FractureError
 from fracture.inference.predictor import load_predictor
-from fracture.inference.readers import UnreadableImage
 from fracture.models.checkpoint import update_metadata
 
 pytestmark = pytest.mark.backend

@@ -19,7 +19,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from fracture.inference.readers import expand_inputs, read_xray
+from fracture.data.images import expand_inputs, read_xray
 
 
 def dicom_dataset(path, pixels: np.ndarray, photometric: str, syntax=ExplicitVRLittleEndian, **elements):

@@ -12,8 +12,8 @@ from PIL import Image
 from pydicom.uid import HTJ2K, UID
 from test_readers import dicom_dataset, grey_scene, ramp, write_dicom, write_encapsulated_dicom
 
+from fracture.data.images import TooManyPixels, UnreadableImage, read_xray
 from fracture.inference.predictor import load_predictor
-from fracture.inference.readers import TooManyPixels, UnreadableImage, read_xray
 
 
 def test_paths_with_spaces_non_ascii_and_links_work_and_broken_ones_get_clear_rows(tmp_path, tiny_checkpoint):

@@ -27,7 +27,7 @@ from fracture.data.pipeline import decode_image
 
 log = logging.getLogger(__name__)
 MEMORY_SHARE = 0.25  # `auto` keeps decoded images in memory when they take at most this share of what is free
-DECODED_FORMAT = "fracture-decoded/1"
+DECODED_FORMAT = "fracture-decoded/2"  # 2: decoded by fracture.data.images, as prediction decodes
 
 
 def available_memory() -> int | None:

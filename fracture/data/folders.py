@@ -23,8 +23,8 @@ from fracture.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# Formats that tf.io.decode_image reads; anything else would fail inside the input pipeline.
-TRAINABLE_FORMATS = {"JPEG", "PNG", "BMP", "GIF"}
+# Picture formats that training reads (through `fracture.data.images.read_xray`, as prediction does).
+TRAINABLE_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF"}
 
 
 @dataclass
@@ -83,8 +83,6 @@ def unreadable_reason(path: Path, limits: ShapeLimits = DEFAULT_LIMITS) -> str |
         with Image.open(path) as image:
             if image.format not in TRAINABLE_FORMATS:
                 return f"{image.format} images are not supported; convert to PNG or JPEG"
-            if image.mode == "CMYK":
-                return "CMYK images are not supported; convert to RGB or grayscale"
             if problem := limits.problem(*image.size):
                 return problem
             # Decoding at reduced scale still reads the whole stream, so truncation is caught cheaply.

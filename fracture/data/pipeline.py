@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from fracture.data.images import read_xray
+
 
 def resize_image(image, image_size: tuple[int, int]) -> tf.Tensor:
     """Resize a uint8 RGB image (bilinear, antialiased) to `image_size`, keeping uint8.
@@ -19,37 +21,19 @@ def resize_image(image, image_size: tuple[int, int]) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def is_16bit_png(contents: tf.Tensor) -> tf.Tensor:
-    """True for a PNG whose IHDR chunk (always first, bit depth at byte 24) says 16 bits per sample."""
-    return tf.logical_and(
-        tf.equal(tf.strings.substr(contents, 0, 8), PNG_SIGNATURE),
-        tf.equal(tf.strings.substr(contents, 24, 1), b"\x10"),
-    )
-
-
-def stretch_to_uint8(pixels: tf.Tensor) -> tf.Tensor:
-    """Map the image's own minimum..maximum linearly onto 0..255, as `readers.to_uint8` does for prediction."""
-    pixels = tf.cast(pixels, tf.float32)
-    low, high = tf.reduce_min(pixels), tf.reduce_max(pixels)
-    scaled = tf.math.divide_no_nan(pixels - low, high - low) * 255.0
-    return tf.cast(tf.round(scaled), tf.uint8)
+def read_pixels(path) -> np.ndarray:
+    """`read_xray` for a path that `tf.numpy_function` passes as bytes (a 0-d array outside `tf.data`); the
+    scan has already applied the shape limits."""
+    return read_xray(np.asarray(path).item().decode(), limits=None)
 
 
 def decode_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """Read a JPEG, PNG, BMP or GIF file as a uint8 RGB image of `image_size` (grayscale is repeated to 3 channels).
-
-    16-bit PNGs (radiographs often hold 10-12 significant bits) are stretched from their own range, as the
-    prediction reader does; a plain 8-bit conversion would keep only the top bits and give a black image.
-    """
-    contents = tf.io.read_file(path)
-    image = tf.cond(
-        is_16bit_png(contents),
-        lambda: stretch_to_uint8(tf.io.decode_png(contents, channels=3, dtype=tf.uint16)),
-        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
-    )
+    """Read an image file as a uint8 RGB image of `image_size`, with the reader that prediction uses
+    (`fracture.data.images.read_xray`: EXIF orientation, 16-bit range, palette, alpha and grey handled one way),
+    then `resize_image`. TensorFlow's own decoders differed: they ignore EXIF orientation, and their JPEG
+    decoding and so every JPEG's probability differed slightly from prediction's."""
+    image = tf.numpy_function(read_pixels, [path], tf.uint8, stateful=False)
+    image = tf.ensure_shape(image, (None, None, 3))
     return tf.ensure_shape(resize_image(image, image_size), (*image_size, 3))
 
 

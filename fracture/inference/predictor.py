@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image
 
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
+from fracture.data.images import UnreadableImage, read_xray
 from fracture.data.pipeline import resize_image
 from fracture.errors import CheckpointError
 from fracture.evaluation.calibration import Calibration
 from fracture.inference.gradcam import GradCAM
 from fracture.inference.overlay import prediction_panel
-from fracture.inference.readers import UnreadableImage, read_xray
 from fracture.models.backbones import LAST_CONV_LAYER
 from fracture.models.checkpoint import load_checkpoint
 from fracture.models.frozen import frozen_inference

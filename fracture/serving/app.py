@@ -34,8 +34,8 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from fracture import __version__
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
+from fracture.data.images import IMAGE_SUFFIXES, TooManyPixels, UnreadableImage, UnsuitableImage, read_xray
 from fracture.inference.predictor import Predictor
-from fracture.inference.readers import IMAGE_SUFFIXES, TooManyPixels, UnreadableImage, UnsuitableImage, read_xray
 from fracture.serving.worker import ModelWorker
 
 NOTICE = "Research and teaching only: not a medical device. Do not use it to diagnose or to guide treatment."

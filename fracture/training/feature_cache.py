@@ -41,7 +41,7 @@ from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
 from fracture.training.progress import console, progress_bar
 
-CACHE_FORMAT = "fracture-features/3"  # 3: entries carry a checked record
+CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
 FEATURE_DTYPE = np.float16
 # Images per backbone call while extracting: measured on a 2-core CPU (EfficientNetB3, 224 px), 32 ran at
 # 28 img/s against 24 for 16 and 27 for 64.

@@ -1,7 +1,9 @@
-"""Read X-rays for prediction: common image formats and DICOM, as uint8 RGB arrays.
+"""What an image file is, and how it becomes pixels: common image formats and DICOM, as uint8 RGB arrays.
 
-Training data goes through `tf.data`; single files for prediction come through here, which accepts more:
-16-bit PNG and TIFF, CMYK, EXIF-rotated photos of films, and DICOM with its grey-level transforms.
+The one reader of fracture: training's and evaluation's input stream (`fracture.data.pipeline`), prediction,
+the service and the export's parity check all read files through `read_xray`, so that a model is evaluated
+on the pixels it is later asked about. It handles 16-bit PNG and TIFF, CMYK, palette and alpha images,
+EXIF-rotated photos of films, and DICOM with its grey-level transforms.
 """
 
 from __future__ import annotations
