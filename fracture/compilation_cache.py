@@ -12,11 +12,12 @@ from pathlib import Path
 
 import keras
 
-DEFAULT_DIR = Path.home() / ".cache" / "fracture" / "jax-compilation"
+from fracture.io import DEFAULT_CACHE, cache_folder
 
 
-def enable_compilation_cache(directory: str | Path | None = DEFAULT_DIR) -> Path | None:
-    """Cache every compiled program under `directory` when the backend is JAX; None or "" turns it off.
+def enable_compilation_cache(directory: str | Path | None = DEFAULT_CACHE) -> Path | None:
+    """Cache every compiled program under `directory` when the backend is JAX ("default": `jax-compilation/`
+    under the cache root, `fracture.io.cache_dir`); None or "" turns it off.
 
     Call it before the model is built. Returns the directory in use, or None.
     """
@@ -24,7 +25,7 @@ def enable_compilation_cache(directory: str | Path | None = DEFAULT_DIR) -> Path
         return None
     import jax
 
-    directory = Path(directory).expanduser()
+    directory = cache_folder(directory, "jax-compilation")
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     # The defaults skip programs that compile in under a second, which are most of the build's.

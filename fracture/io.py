@@ -42,6 +42,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         staging.unlink(missing_ok=True)
 
 
+# Every cache of fracture lives under one folder: $FRACTURE_CACHE_DIR, else ~/.cache/fracture (conf/paths:
+# paths.cache_dir). Library arguments that take a cache folder accept "default" for their place under it.
+CACHE_DIR_VARIABLE = "FRACTURE_CACHE_DIR"
+DEFAULT_CACHE = "default"
+
+
+def cache_dir(kind: str) -> Path:
+    """The folder of one kind of cache (`audit`, `features`, `jax-compilation`) under the cache root."""
+    return Path(os.environ.get(CACHE_DIR_VARIABLE) or "~/.cache/fracture").expanduser() / kind
+
+
+def cache_folder(value: str | Path | None, kind: str) -> Path | None:
+    """A cache-folder argument as a path: "default" is `cache_dir(kind)`, None stays None (no folder)."""
+    if value is None:
+        return None
+    return cache_dir(kind) if str(value) == DEFAULT_CACHE else Path(value).expanduser()
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` atomically (see `atomic_path`)."""
     with atomic_path(path) as staging:

@@ -20,6 +20,7 @@ import numpy as np
 
 from fracture.benchmarking import port
 from fracture.errors import DataError
+from fracture.io import DEFAULT_CACHE, cache_folder
 from fracture.training.progress import console
 
 SPLITS = ("train", "val")
@@ -41,7 +42,7 @@ class BenchSettings:
     image_size: int = 224
     weights: str | None = "imagenet"
     seed: int = 42
-    compilation_cache: str | None = "~/.cache/fracture/jax-compilation"
+    compilation_cache: str | None = DEFAULT_CACHE  # "default": jax-compilation/ under the cache root
     fast_depthwise_conv: bool = True
 
 
@@ -118,7 +119,7 @@ def cold_predict_s(
     after it is not counted). fracture's runs with the JAX settings of its training worker."""
     if side == "fracture":
         cache = settings.compilation_cache
-        cache = repr(str(Path(cache).expanduser())) if cache else "null"  # quoted: Hydra's grammar refuses ~
+        cache = repr(str(cache_folder(cache, "jax-compilation"))) if cache else "null"  # quoted: Hydra refuses ~
         arguments = [
             "-m",
             "fracture.predict",

@@ -27,6 +27,7 @@ from fracture.data.folders import SPLITS, data_root, is_ignored
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
 from fracture.errors import DataError
+from fracture.io import cache_folder
 from fracture.training.progress import console, progress_bar
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSetting
     fails its check (truncated, edited) is discarded with a warning and computed again."""
     root, settings = data_root(root), settings or AuditSettings()
     fingerprint = folder_fingerprint(root, settings)
-    cache = Path(cache_dir).expanduser() / f"audit-{fingerprint}.json"
+    cache = cache_folder(cache_dir, "audit") / f"audit-{fingerprint}.json"
     if read_entry(cache, fingerprint) is not None:
         log.info("content groups of %s from the cache %s", root, cache)
         return load_audit(cache)

@@ -18,6 +18,7 @@ from fracture.data.health import FileProblem, fingerprints, recheck_split, skipp
 from fracture.data.pipeline import make_dataset, view_dataset
 from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
 from fracture.errors import ConfigError, DataError
+from fracture.io import DEFAULT_CACHE, cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class FractureDataModule:
         folds, fold: with `split="grouped"` and `folds=k`, fold `fold` is the validation split and the other
             k-1 folds train (no test split).
         split_file: a `split.csv` written by an earlier run (`write_split`): use exactly its cut.
-        audit_cache: where `group_by="content"` keeps the audit of each folder.
+        audit_cache: where `group_by="content"` keeps the audit of each folder ("default": `audit/` under the
+            cache root, `fracture.io.cache_dir`).
         augmentation: keyword arguments of `build_augmentation`, or None for no augmentation.
         cache: decode each training and validation image once and serve later epochs from memory (True), a
             folder (a path), or "auto": memory when they fit in a quarter of the free memory, else a temporary
@@ -72,7 +74,7 @@ class FractureDataModule:
         folds: int | None = None,
         fold: int = 0,
         split_file: str | Path | None = None,
-        audit_cache: str | Path = "~/.cache/fracture/audit",
+        audit_cache: str | Path = DEFAULT_CACHE,
         min_side: int = MIN_SIDE,
         max_aspect: float = MAX_ASPECT,
     ):
@@ -109,7 +111,7 @@ class FractureDataModule:
         self.test_fraction = test_fraction
         self.folds, self.fold = folds, fold
         self.split_file = split_file
-        self.audit_cache = audit_cache
+        self.audit_cache = cache_folder(audit_cache, "audit")
         self.shape_limits = ShapeLimits(int(min_side), float(max_aspect))
         self._splits: dict[str, SplitFiles] | None = None
         self._fingerprints: dict[str, np.ndarray] = {}

@@ -36,7 +36,7 @@ import tensorflow as tf
 from fracture.cache_entry import read_entry, write_entry
 from fracture.data.pipeline import numpy_rows
 from fracture.errors import DataError
-from fracture.io import check_writable
+from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
 from fracture.training.progress import console, progress_bar
@@ -154,11 +154,11 @@ def extract(forward, batches, out: np.ndarray, batch_size: int, description: str
 class FeatureCache:
     """Where cached features live (`folder`, or None for memory only) and how many views per training image."""
 
-    folder: str | Path | None = "~/.cache/fracture/features"
+    folder: str | Path | None = DEFAULT_CACHE  # "default": features/ under the cache root (fracture.io.cache_dir)
     views: int = 2
 
     def __post_init__(self):
-        self.folder = Path(self.folder).expanduser() if self.folder else None
+        self.folder = cache_folder(self.folder or None, "features")
         self.extractions: list[dict] = []  # `extract`'s timing of every extraction, with its split
         self._frozen: tuple[keras.Model, object] | None = None  # (backbone, its frozen forward pass)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from fracture.data.pipeline import predict_full_batches
 from fracture.errors import ConfigError
-from fracture.io import check_writable
+from fracture.io import DEFAULT_CACHE, check_writable
 from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
@@ -83,7 +83,8 @@ class Trainer:
             backbone trains (fine-tuning) runs uncached. See `fracture.training.feature_cache`.
         feature_cache_views: views cached per training image: view 0 un-augmented, the others augmented (1
             when augmentation is off).
-        feature_cache_dir: folder of reusable cache entries (memory-mapped); None keeps them in memory.
+        feature_cache_dir: folder of reusable cache entries (memory-mapped); "default": `features/` under the
+            cache root (`fracture.io.cache_dir`); None keeps them in memory.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class Trainer:
         devices: int | str = 1,
         feature_cache: bool | str = "auto",
         feature_cache_views: int = 2,
-        feature_cache_dir: str | Path | None = "~/.cache/fracture/features",
+        feature_cache_dir: str | Path | None = DEFAULT_CACHE,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}.")
