@@ -12,9 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from fracture.cli import CONFIG_DIR, user_errors
+from fracture.console import console
 from fracture.data.audit import AuditSettings, cached_audit
 from fracture.data.audit_report import audit_table, write_audit
-from fracture.training.progress import console
 
 
 def audit(cfg: DictConfig) -> dict:

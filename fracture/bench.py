@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from fracture.benchmarking.report import table, write_report
 from fracture.benchmarking.runner import BenchSettings, run_benchmark
 from fracture.cli import CONFIG_DIR, user_errors
+from fracture.console import console
 from fracture.models.backbones import EFFNET_WEIGHTS_FILE, keras_cache_dir
-from fracture.training.progress import console
 
 
 def resolve_weights(weights: str | None) -> tuple[str | None, list[str]]:

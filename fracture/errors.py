@@ -24,3 +24,7 @@ class WeightsError(FractureError):
 
 class CheckpointError(FractureError):
     """A checkpoint file is missing or is not a fracture model."""
+
+
+class ExportError(FractureError):
+    """An export that cannot be made here, or an artifact that does not match its checkpoint."""

@@ -14,10 +14,10 @@ from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 
 from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
+from fracture.console import console
 from fracture.deployment.exporters import parse_formats
 from fracture.deployment.parity import ParityResult
 from fracture.deployment.recipe import export_checkpoint, parity_failure, verify_export
-from fracture.training.progress import console
 
 
 def parity_table(results: list[ParityResult], title: str) -> Table:

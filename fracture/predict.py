@@ -16,12 +16,12 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
+from fracture.console import console
 from fracture.data.geometry import ShapeLimits
 from fracture.data.images import expand_inputs
 from fracture.errors import ConfigError
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.io import atomic_path
-from fracture.training.progress import console
 
 
 def _overlay_name(index: int, path: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fracture.console import console, metrics_table
 from fracture.data.health import record_problems
 from fracture.errors import ConfigError
 from fracture.evaluation import plots
@@ -28,7 +29,6 @@ from fracture.evaluation.summary import print_summary
 from fracture.io import read_history, write_json_atomic
 from fracture.training.guards import RunStopped
 from fracture.training.metric_names import metric_mode
-from fracture.training.progress import console, summary_table
 
 log = logging.getLogger("fracture")
 
@@ -152,7 +152,7 @@ def run_recipe(
 
     write_json_atomic(output_dir / "metrics.json", metrics)
     console.print(
-        summary_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/", "training/"))})
+        metrics_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/", "training/"))})
     )
     if shortened:
         console.print(f"training was shortened: {metrics['training/shortened']}")

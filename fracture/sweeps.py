@@ -15,10 +15,9 @@ from omegaconf import DictConfig
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
+from fracture.console import console, metrics_table
 from fracture.io import write_json_atomic, write_text_atomic
 from fracture.training.metric_names import metric_mode
-from fracture.training.progress import console
-from fracture.training.progress import summary_table as metrics_table
 
 FAILED_FILE = "failed.json"
 
@@ -68,7 +67,7 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> Path:
     return write_text_atomic(sweep_dir / "summary.csv", buffer.getvalue())
 
 
-def summary_table(rows: list[dict], objective: str, metric_name: str) -> Table:
+def jobs_table(rows: list[dict], objective: str, metric_name: str) -> Table:
     """The jobs as a table; the overrides column shows only what differs between jobs (summary.csv has all)."""
     shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
     table = Table(title=f"sweep summary, best {metric_name} first")
@@ -123,7 +122,7 @@ class SweepSummary(Callback):
         metric = config.get("optimized_metric", "optimized_metric")
         rows = collect_jobs(sweep_dir, mode=metric_mode(metric, config.get("optimized_mode", "auto")))
         path = write_summary(sweep_dir, rows)
-        console.print(summary_table(rows, "optimized_metric", metric))
+        console.print(jobs_table(rows, "optimized_metric", metric))
         console.print(f"sweep summary: {path}")
         folds = cross_validation_summary(sweep_dir, rows)
         if folds is not None:

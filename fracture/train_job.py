@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from fracture.cli import build, build_all, log, prepare_backend, resumed_run, user_errors
+from fracture.console import console
 from fracture.errors import ConfigError
 from fracture.io import check_writable, write_json_atomic
 from fracture.job_memory import released_after_job
@@ -26,7 +27,6 @@ from fracture.resume_config import check_resumable
 from fracture.run_info import run_info
 from fracture.sweeps import record_failure
 from fracture.training.guards import DiskFull, TrainingInterrupted
-from fracture.training.progress import console
 
 
 def check_resume(cfg: DictConfig) -> None:

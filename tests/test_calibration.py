@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from fracture import load_predictor, read_metadata
-from fracture.evaluation.calibration import METHODS, Calibration, evidence, fit_calibration
+from fracture.evaluation.calibration import METHODS, evidence, fit_calibration
 from fracture.evaluation.evaluate import Evaluator, evaluate_checkpoint
 from fracture.evaluation.metrics import expected_calibration_error
 from fracture.evaluation.threshold import youden_threshold
+from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import update_metadata
 
 

@@ -26,8 +26,13 @@ def requirement_name(requirement: str) -> str:
     return canonical(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1))
 
 
-# Library subpackages that stand behind an extra (`pip install fracture[serve]`) may use that extra too.
-OPTIONAL_SUBPACKAGES = {"fracture/serving": "serve", "fracture/deployment": "export"}
+# Library subpackages (and modules) that stand behind an extra (`pip install fracture[serve]`) may use that
+# extra too; the runtimes of exported models import theirs when asked, with an error naming the extra.
+OPTIONAL_SUBPACKAGES = {
+    "fracture/serving": "serve",
+    "fracture/deployment": "export",
+    "fracture/models/runtimes.py": "export",
+}
 
 
 def declared(pyproject: dict) -> tuple[set[str], dict[str, set[str]]]:
@@ -46,7 +51,7 @@ def allowed_for(path: str, core: set[str], extras: dict[str, set[str]]) -> tuple
     if not path.startswith("fracture/"):
         return core.union(*extras.values()), "dependencies or an extra"
     for folder, extra in OPTIONAL_SUBPACKAGES.items():
-        if path.startswith(folder + "/"):
+        if path == folder or path.startswith(folder + "/"):
             return core | extras.get(extra, set()), f"dependencies or the {extra!r} extra"
     return core, "dependencies"
 

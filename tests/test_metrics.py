@@ -7,9 +7,10 @@ import pytest
 from sklearn import metrics as skm
 
 from fracture.errors import ConfigError
-from fracture.evaluation.calibration import apply_temperature, fit_temperature
+from fracture.evaluation.calibration import fit_temperature
 from fracture.evaluation.metrics import binary_metrics, bootstrap_auroc_ci, expected_calibration_error, group_level
 from fracture.evaluation.threshold import choose_threshold, sensitivity_threshold, youden_threshold
+from fracture.models.calibration import apply_temperature
 
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 1])
 P = np.array([0.9, 0.8, 0.35, 0.6, 0.2, 0.4, 0.7, 0.1, 0.05, 0.55])

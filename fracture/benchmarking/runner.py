@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from fracture.benchmarking import port
+from fracture.console import console
 from fracture.errors import DataError
 from fracture.io import DEFAULT_CACHE, cache_folder
-from fracture.training.progress import console
 
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}

@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 from fracture.cache_entry import read_entry, write_entry
+from fracture.console import console, progress_bar
 from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumbnail, local_features
 from fracture.data.folders import SPLITS, data_root, is_ignored
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
 from fracture.errors import DataError
 from fracture.io import cache_folder
-from fracture.training.progress import console, progress_bar
 
 log = logging.getLogger(__name__)
 

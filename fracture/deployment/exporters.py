@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fracture.errors import FractureError
+from fracture.errors import ExportError
 
 # format -> (file or folder name in the export folder, `model.export` format)
 FORMATS = {
@@ -26,10 +26,6 @@ SUPPORTED = {
     "tensorflow": {"saved_model", "onnx", "tflite"},
     "jax": {"saved_model", "onnx"},
 }
-
-
-class ExportError(FractureError):
-    """An export that cannot be made here, or an artifact that does not match its checkpoint."""
 
 
 def parse_formats(requested: str | list[str], backend: str | None = None) -> tuple[list[str], list[str]]:

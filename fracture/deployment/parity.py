@@ -15,8 +15,8 @@ import numpy as np
 from fracture.data.images import UnreadableImage, read_xray
 from fracture.data.pipeline import resize_image
 from fracture.data.synthetic import render_bone
-from fracture.deployment.exporters import ExportError
-from fracture.deployment.runtimes import load_runner
+from fracture.errors import ExportError
+from fracture.models.runtimes import load_runner
 
 DEFAULT_TOLERANCE = 1e-4  # float32 artifacts; the largest difference measured here is under 1e-6
 

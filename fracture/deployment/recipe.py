@@ -12,11 +12,11 @@ from pathlib import Path
 
 import keras
 
-from fracture.deployment.contract import CONTRACT_NAME, model_contract, read_contract, write_contract
-from fracture.deployment.exporters import FORMATS, ExportError, check_backend, export_formats
+from fracture.deployment.exporters import FORMATS, check_backend, export_formats
 from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult, check_parity, reference_batch
-from fracture.errors import CheckpointError
+from fracture.errors import CheckpointError, ExportError
 from fracture.models.checkpoint import checkpoint_id, load_checkpoint
+from fracture.models.contract import CONTRACT_NAME, model_contract, read_contract, write_contract
 
 RUNTIMES = {"saved_model": "tensorflow", "onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 

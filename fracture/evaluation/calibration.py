@@ -1,4 +1,5 @@
-"""Calibration: map the network's output to a probability that matches observed frequencies, fitted on
+"""Fitting a calibration (the map itself, `Calibration`, is a model artefact: `fracture.models.calibration`):
+map the network's output to a probability that matches observed frequencies, fitted on
 validation and stored in the checkpoint, so that every consumer shows the same calibrated number.
 
 Three methods, all from scikit-learn or a one-parameter fit, all stored as plain numbers in `fracture.json`:
@@ -20,31 +21,15 @@ justify a frequency closer to 0 or 1 than that. `evidence` says when the fit had
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from fracture.errors import ConfigError
+from fracture.models.calibration import EPSILON, Calibration, apply_temperature, logit
 
-EPSILON = 1e-7
 METHODS = ("platt", "isotonic", "temperature")
-
-
-def logit(probabilities: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probabilities, dtype=float), EPSILON, 1.0 - EPSILON)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-values))
-
-
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T)."""
-    return sigmoid(logit(probabilities) / temperature)
 
 
 # Fewer validation images of either class than this, or a perfectly separated validation split, and the
@@ -84,33 +69,6 @@ def evidence(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
         "separable": separable,
         "too_little": separable or min(positives, negatives) < MIN_CLASS_EVIDENCE,
     }
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A fitted calibration map, stored as plain numbers: `params` holds `slope`/`intercept` (platt),
-    `temperature`, or the isotonic `knots_x`/`knots_y`."""
-
-    method: str
-    params: dict = field(default_factory=dict)
-
-    def __call__(self, probabilities) -> np.ndarray:
-        p = np.asarray(probabilities, dtype=float)
-        if self.method == "platt":
-            calibrated = sigmoid(self.params["slope"] * logit(p) + self.params["intercept"])
-        elif self.method == "temperature":
-            calibrated = apply_temperature(p, self.params["temperature"])
-        else:
-            calibrated = np.interp(p, self.params["knots_x"], self.params["knots_y"])  # isotonic, flat at the ends
-        low, high = self.params.get("bounds", (EPSILON, 1.0 - EPSILON))  # calibrations stored before the bounds
-        return np.clip(calibrated, low, high)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, stored: dict | None) -> Calibration | None:
-        return None if stored is None else cls(stored["method"], dict(stored["params"]))
 
 
 def fit_calibration(method: str, y_true: np.ndarray, y_prob: np.ndarray) -> Calibration:

@@ -20,7 +20,7 @@ from sklearn.metrics import brier_score_loss
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
 from fracture.evaluation import plots
-from fracture.evaluation.calibration import Calibration, evidence, fit_calibration
+from fracture.evaluation.calibration import evidence, fit_calibration
 from fracture.evaluation.metrics import (
     binary_metrics,
     classification_report,
@@ -30,6 +30,7 @@ from fracture.evaluation.metrics import (
 from fracture.evaluation.report import write_report
 from fracture.evaluation.threshold import choose_threshold, threshold_rule
 from fracture.io import write_json_atomic, write_text_atomic
+from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint, update_metadata
 
 log = logging.getLogger(__name__)

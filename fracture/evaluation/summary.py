@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fracture.training.progress import console
+from fracture.console import console
 
 HEADLINE_KEYS = ("auroc", "sensitivity", "specificity", "precision", "f1", "brier", "ece", "threshold", "n")
 

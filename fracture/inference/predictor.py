@@ -23,12 +23,14 @@ from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import UnreadableImage, read_xray
 from fracture.data.pipeline import resize_image
 from fracture.errors import CheckpointError
-from fracture.evaluation.calibration import Calibration
 from fracture.inference.gradcam import GradCAM
 from fracture.inference.overlay import prediction_panel
 from fracture.models.backbones import LAST_CONV_LAYER
+from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint
+from fracture.models.contract import read_contract
 from fracture.models.frozen import frozen_inference
+from fracture.models.runtimes import OnnxModel
 
 
 @dataclass
@@ -192,9 +194,6 @@ def load_predictor(
 ) -> Predictor:
     """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction."""
     if Path(ckpt_path).suffix.lower() == ".onnx":
-        from fracture.deployment.contract import read_contract
-        from fracture.deployment.runtimes import OnnxModel
-
         onnx = OnnxModel(Path(ckpt_path).expanduser())
         return Predictor(onnx, read_contract(ckpt_path), gradcam_layer, max_pixels, limits)
     model, metadata = load_checkpoint(ckpt_path, compile=False)

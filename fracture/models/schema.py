@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from fracture.errors import CheckpointError
-from fracture.evaluation.calibration import Calibration
+from fracture.models.calibration import Calibration
 
 FORMAT = "fracture-checkpoint"
 VERSION = 2  # 2: calibration and threshold_scale; a version 1 `temperature` becomes a calibration
@@ -29,7 +29,7 @@ class CheckpointMetadata:
     threshold: float = 0.5
     threshold_source: str = "default"
     threshold_method: str | None = None
-    # "calibrated" when `calibration` (fracture.evaluation.calibration.Calibration.to_dict()) maps the
+    # "calibrated" when `calibration` (fracture.models.calibration.Calibration.to_dict()) maps the
     # network's output before it is compared with the threshold; "raw" otherwise.
     threshold_scale: str = "raw"
     calibration: dict | None = None

@@ -34,12 +34,12 @@ import numpy as np
 import tensorflow as tf
 
 from fracture.cache_entry import read_entry, write_entry
+from fracture.console import console, progress_bar
 from fracture.data.pipeline import numpy_rows
 from fracture.errors import DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
-from fracture.training.progress import console, progress_bar
 
 CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
 FEATURE_DTYPE = np.float16

@@ -17,9 +17,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fracture.console import console
 from fracture.errors import FractureError
 from fracture.io import nearest_existing
-from fracture.training.progress import console
 
 
 class RunStopped(FractureError):

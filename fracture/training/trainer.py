@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fracture.console import console
 from fracture.data.pipeline import predict_full_batches
 from fracture.errors import ConfigError
 from fracture.io import DEFAULT_CACHE, check_writable
@@ -23,7 +24,7 @@ from fracture.training.feature_cache import FeatureCache, cache_decision, split_
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
-from fracture.training.progress import RichProgress, console
+from fracture.training.progress import RichProgress
 from fracture.training.resume import StageBackup, epoch_stream, epochs_to_skip
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

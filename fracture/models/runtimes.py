@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fracture.deployment.exporters import ExportError
+from fracture.errors import ExportError
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
