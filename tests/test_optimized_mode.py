@@ -32,7 +32,7 @@ def test_metric_mode(name, mode, expected):
 
 
 def test_an_unknown_mode_is_one_config_error():
-    with pytest.raises(ConfigError, match="optimized_mode must be one of"):
+    with pytest.raises(ConfigError, match=r"the mode of val/loss must be one of .* \(optimized_mode in the config\)"):
         metric_mode("val/loss", "lowest")
 
 

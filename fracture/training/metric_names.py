@@ -34,7 +34,7 @@ def metric_mode(name: str, mode: str = "auto") -> str:
     it for checkpoints, early stopping, `optimized_metric` and sweeps. `auto`: "min" for a loss (a name ending
     in `loss`), else "max" (AUC, accuracy, precision, recall); say `min` or `max` for anything else."""
     if mode not in MODES:
-        raise ConfigError(f"optimized_mode must be one of {MODES}, got {mode!r}.")
+        raise ConfigError(f"the mode of {name} must be one of {MODES} (optimized_mode in the config), got {mode!r}.")
     if mode != "auto":
         return mode
     return "min" if name.endswith("loss") else "max"
