@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import DEMO_SMALL, make_class_folders, run_cli
 from PIL import Image
+from test_readers import grey_scene
 
 from fracture import FractureClassifier, FractureDataModule, Trainer
 from fracture.data.folders import scan_root, unreadable_reason
@@ -116,7 +117,7 @@ def test_system_clutter_and_hidden_files_are_ignored(tmp_path, caplog):
 def write_every_kind_of_picture(folder) -> dict[str, Path]:
     """One file of each kind that the two decoders used to read differently."""
     rng = np.random.default_rng(0)
-    scene = (np.add.outer(np.arange(96), np.arange(80)) * 1.3 % 256).astype(np.uint8)
+    scene = grey_scene(96, 80)
     noisy = np.clip(scene.astype(int) + rng.integers(-20, 20, scene.shape), 0, 255).astype(np.uint8)
     paths = {}
 

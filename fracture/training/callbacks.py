@@ -132,12 +132,13 @@ class CSVLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **slash_logs(logs)}
+        kept = [earlier for earlier in self.earlier_rows if int(float(earlier["epoch"])) < epoch]
         if self.columns is None:
             self.columns = list(row)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._rewrite([])
-        elif any(int(float(earlier["epoch"])) >= epoch for earlier in self.earlier_rows):
-            self._rewrite([earlier for earlier in self.earlier_rows if int(float(earlier["epoch"])) < epoch])
+        elif len(kept) < len(self.earlier_rows):  # epochs this run trains again: their old rows go
+            self._rewrite(kept)
         self.earlier_rows = []
         with open(self.path, "a", newline="") as file:
             csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)

@@ -46,7 +46,8 @@ class StageBackup:
                 previous.replace(latest)
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
-        """Back the stage up after every epoch; put them before loggers, so the state is saved first."""
+        """Back the stage up after every epoch; put them after checkpoints and loggers, so that an epoch counts
+        as finished only once every record of it is written (see `Trainer._callbacks`)."""
         keras_backup = keras.callbacks.BackupAndRestore(self.folder, double_checkpoint=True, delete_checkpoint=False)
         return [keras_backup, RandomStateBackup(self.folder)]
 
