@@ -81,7 +81,7 @@ def main() -> None:
         truth = renamed_copy(args.data, copy)
         started = time.perf_counter()
         command = [sys.executable, "-m", "fracture.audit", f"data.root={copy}", f"hydra.run.dir={run}"]
-        subprocess.run([*command, f"audit.cache_dir={cache}"], check=True, env={**os.environ, "TERM": "dumb"})
+        subprocess.run([*command, f"data.audit_cache={cache}"], check=True, env={**os.environ, "TERM": "dumb"})
         seconds = time.perf_counter() - started
         summary = json.loads((run / "audit.json").read_text())
         cached = next(cache.glob("audit-*.json"))

@@ -18,10 +18,10 @@ from fracture.data.audit_report import audit_table, write_audit
 
 
 def audit(cfg: DictConfig) -> dict:
-    """Audit `cfg.data.root`; returns the summary written to `audit.json`."""
-    options = dict(cfg.audit)
-    cache_dir = options.pop("cache_dir")
-    result = cached_audit(cfg.data.root, cache_dir, AuditSettings(**options))
+    """Audit `cfg.data.root` with the data group's audit settings; returns the summary written to `audit.json`."""
+    data = cfg.data
+    settings = AuditSettings(**data.audit, min_side=data.min_side, max_aspect=data.max_aspect)
+    result = cached_audit(data.root, data.audit_cache, settings)
     summary = write_audit(result, Path(cfg.paths.output_dir))
     console.print(audit_table(summary))
     console.print(f"audit: {Path(cfg.paths.output_dir) / 'audit.md'}")

@@ -45,6 +45,8 @@ def settings_from(cfg: DictConfig) -> tuple[BenchSettings, list[str]]:
         seed=cfg.seed,
         compilation_cache=cfg.compilation_cache,
         fast_depthwise_conv=cfg.fast_depthwise_conv,
+        class_names=[cfg.data.positive_class, cfg.data.negative_class],
+        callbacks=OmegaConf.to_container(cfg.callbacks, resolve=True),
     )
     return settings, notes
 

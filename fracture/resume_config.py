@@ -26,6 +26,7 @@ RESUMABLE_CHANGES = {
     "paths.cache_dir": "where caches live; their entries are keyed by content, so the same results",
     "trainer.feature_cache_dir": "where cached features live (keyed by content): same results",
     "data.audit_cache": "where audits live (keyed by content): same results",
+    "data.audit.workers": "threads of the audit: same groups",
     "fast_depthwise_conv": "the same convolution, computed faster",
     "evaluate": "evaluation runs after training and changes nothing in it",
     "eval": "evaluation runs after training and changes nothing in it",

@@ -104,11 +104,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def fast_dev_run_data_options(cfg: DictConfig) -> dict:
     """A debug run checks that the pipeline runs on a batch of each split: it streams those batches instead of
-    decoding every image first (`data.cache`), and groups files by name instead of auditing their content."""
+    decoding every image first (`data.decode_cache`), and groups files by name instead of auditing their content."""
     if not cfg.trainer.get("fast_dev_run"):
         return {}
     console.print("fast_dev_run: images streamed, not decoded ahead; no content audit (those are for real runs)")
-    return {"cache": False, **({"group_by": "filename"} if cfg.data.get("group_by") == "content" else {})}
+    return {"decode_cache": False, **({"group_by": "filename"} if cfg.data.get("group_by") == "content" else {})}
 
 
 def run_training_job(cfg: DictConfig) -> float:

@@ -30,6 +30,18 @@ DEMO_SMALL = [
 REAL_DATA = Path(os.environ.get("FRACTURE_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "xray-fracture"))
 
 
+def compose_config(tmp_path: Path, *overrides: str, name: str = "train", hydra_config: bool = False):
+    """`conf/<name>.yaml` composed with `overrides` as its entry point composes it, the run and cache folders
+    under `tmp_path` (`return_hydra_config` with `hydra_config`, for the `hydra.*` keys)."""
+    from hydra import compose, initialize_config_dir
+
+    from fracture.cli import CONFIG_DIR
+
+    paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(name, overrides=[*paths, *overrides], return_hydra_config=hydra_config)
+
+
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()}, real test data: {REAL_DATA if REAL_DATA.is_dir() else 'missing'}"
 
@@ -129,7 +141,7 @@ def tiny_checkpoint(tmp_path_factory, synthetic_root) -> Path:
 
     keras.utils.set_random_seed(0)
     checkpoint = ModelCheckpoint(tmp_path_factory.mktemp("tiny_ckpt"))
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None)
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
     Trainer(epochs=1, callbacks=[checkpoint], progress=False).fit(classifier, datamodule)
     return checkpoint.best_path

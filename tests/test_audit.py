@@ -10,13 +10,15 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import REAL_DATA, run_cli
+from conftest import REAL_DATA, compose_config, run_cli
 from PIL import Image
 from scipy import ndimage
 
 from fracture.data import audit as audit_module
 from fracture.data.audit import AuditSettings, audit_dataset, cached_audit
 from fracture.data.audit_report import summarize, write_audit
+from fracture.data.datamodule import FractureDataModule
+from fracture.errors import ConfigError
 
 
 def radiograph(seed: int, height: int = 320, width: int = 256) -> Image.Image:
@@ -170,7 +172,7 @@ def test_audit_cli(tmp_path, copied_dataset):
     result = run_cli(
         "fracture.audit",
         f"data.root={copied_dataset[0]}",
-        f"audit.cache_dir={tmp_path / 'cache'}",
+        f"data.audit_cache={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -178,3 +180,31 @@ def test_audit_cli(tmp_path, copied_dataset):
     assert json.loads((tmp_path / "run" / "audit.json").read_text())["content_groups"] == 6
     missing = run_cli("fracture.audit", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'r2'}")
     assert missing.returncode == 2 and "data folder not found" in missing.stderr
+
+
+def test_training_audits_with_the_settings_that_the_audit_command_reports(tmp_path, synthetic_root, monkeypatch):
+    """`data.audit` is the one home of the audit's settings: `fracture.audit` and a training run's content
+    groups read it, and an override reaches both (it used to stop at the audit command)."""
+    from hydra.utils import instantiate
+
+    from fracture import audit as audit_command
+
+    used = []
+
+    def recording_audit(root, cache_dir, settings):
+        used.append(settings)
+        return cached_audit(root, cache_dir, settings)
+
+    monkeypatch.setattr(audit_module, "cached_audit", recording_audit)
+    monkeypatch.setattr(audit_command, "cached_audit", recording_audit)
+    overrides = [f"data.root={synthetic_root}", f"data.audit_cache={tmp_path}/audit", "data.audit.min_matches=12"]
+    overrides.append("data.min_side=40")
+    train_cfg = compose_config(tmp_path, *overrides, "data.image_size=48")
+    audit_cfg = compose_config(tmp_path, *overrides, name="audit")
+    instantiate(train_cfg.data).setup()
+    audit_command.audit(audit_cfg)
+    assert used[0] == used[1] and used[0].min_matches == 12 and used[0].min_side == 40
+    assert used[0] != AuditSettings(min_side=40)  # the override changed something
+
+    with pytest.raises(ConfigError, match=r"data.audit has no setting\(s\) \['min_match'\]"):
+        FractureDataModule(synthetic_root, audit={"min_match": 3}, audit_cache=tmp_path / "audit").setup()

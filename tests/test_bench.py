@@ -19,8 +19,11 @@ from fracture.benchmarking.runner import (
     scaled_epochs,
     scaled_extraction,
     scaled_setup,
+    split_images,
 )
 from fracture.errors import DataError
+
+CLASS_NAMES = ("fractured", "not fractured")
 
 
 def epochs(train, val, other=0.5):
@@ -109,28 +112,35 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     )
 
 
-def test_launch_times_a_process_to_its_result_line_not_to_its_exit(tmp_path):
-    script = "import time; print('warming up'); time.sleep(0.5); print('result: 0.9'); time.sleep(3)"
+def test_a_launched_process_is_timed_to_its_exit_and_a_failure_shows_its_output(tmp_path):
     log = tmp_path / "run.log"
-    to_result = launch(["-c", script], "tensorflow", log, result_line="result:")
-    assert 0.5 <= to_result < 3.0 and "result: 0.9" in log.read_text()
-    assert launch(["-c", script], "tensorflow", log) >= 3.5  # without a result line: to the exit
-    with pytest.raises(RuntimeError, match="never printed"):
-        launch(["-c", "print('no result')"], "tensorflow", log, result_line="result:")
+    assert launch(["-c", "import time; print('working'); time.sleep(0.5)"], "tensorflow", log) >= 0.5
+    assert "working" in log.read_text()
+    with pytest.raises(RuntimeError, match="failed \\(exit 3\\)"):
+        launch(["-c", "import sys; sys.exit(3)"], "tensorflow", log)
 
 
-def test_the_subset_links_the_first_files_of_each_class(tmp_path):
+def test_the_subset_links_the_first_images_of_each_class_that_fracture_trains_on(tmp_path):
     root = make_class_folders(tmp_path / "data", per_class=5)
-    subset = make_subset(root, tmp_path / "subset", {"train": 3, "val": 2})
-    assert image_counts(root) == {"train": 10, "val": 10} and image_counts(subset) == {"train": 6, "val": 4}
+    (root / "train" / "fractured" / "0-notes.txt").write_text("not an image")  # sorts first; not counted
+    (root / "train" / "fractured" / "9-scan.tif").write_bytes(
+        (root / "train" / "fractured" / "0-rotated1.png").read_bytes()
+    )
+    listing = split_images(root, CLASS_NAMES)
+    subset = make_subset(listing, tmp_path / "subset", {"train": 3, "val": 2})
+    assert image_counts(root, CLASS_NAMES) == {"train": 11, "val": 10}  # the readable file named .tif counts
+    assert image_counts(subset, CLASS_NAMES) == {"train": 6, "val": 4}
     linked = sorted((subset / "train" / "fractured").iterdir())
     assert all(p.is_symlink() for p in linked) and [p.name for p in linked] == [f"{i}-rotated1.png" for i in range(3)]
     # A second run into the same folder (a fixed hydra.run.dir) replaces the subset; the images stay.
-    subset = make_subset(root, tmp_path / "subset", {"train": 2, "val": 2})
-    assert image_counts(subset) == {"train": 4, "val": 4} and image_counts(root) == {"train": 10, "val": 10}
+    subset = make_subset(listing, tmp_path / "subset", {"train": 2, "val": 2})
+    assert image_counts(subset, CLASS_NAMES) == {"train": 4, "val": 4}
+    assert image_counts(root, CLASS_NAMES) == {"train": 11, "val": 10}
     (subset / "val" / "fractured" / "mine.png").write_bytes(b"")  # not a link: somebody's file, kept
     with pytest.raises(DataError, match="did not put there"):
-        make_subset(root, tmp_path / "subset", {"train": 2, "val": 2})
+        make_subset(listing, tmp_path / "subset", {"train": 2, "val": 2})
+    with pytest.raises(DataError, match=r"1 image\(s\) .* e.g. 9-scan.tif, have names that the plain port"):
+        run_benchmark(root, tmp_path / "out", BenchSettings())  # it would train on one image fewer
 
 
 def test_too_few_training_images_are_refused_before_anything_runs(tmp_path):

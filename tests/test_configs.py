@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from omegaconf import OmegaConf
 
 from fracture import FractureClassifier, FractureDataModule, Trainer
@@ -18,17 +18,9 @@ def options(group):
     return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-def compose_train(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides],
-        )
-
-
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_config_option_composes_and_builds_its_objects(tmp_path, group, option):
-    cfg = compose_train(tmp_path, f"{group}={option}", "data.root=/somewhere")
+    cfg = compose_config(tmp_path, f"{group}={option}", "data.root=/somewhere")
     OmegaConf.resolve(cfg)  # every interpolation resolves
     assert cfg.data.image_size == cfg.model.image_size
     # What train(cfg) builds before touching data: a bad target or argument in any option fails here.
@@ -39,7 +31,7 @@ def test_every_config_option_composes_and_builds_its_objects(tmp_path, group, op
 
 
 def test_objects_built_from_the_default_config(tmp_path):
-    cfg = compose_train(tmp_path, "data.root=/somewhere")
+    cfg = compose_config(tmp_path, "data.root=/somewhere")
     assert isinstance(build(cfg.data), FractureDataModule)
     classifier = build(cfg.model)
     assert isinstance(classifier, FractureClassifier)
@@ -54,7 +46,7 @@ def test_objects_built_from_the_default_config(tmp_path):
 def test_train_function_runs_the_demo_recipe_briefly(tmp_path):
     from fracture.train import train
 
-    cfg = compose_train(
+    cfg = compose_config(
         tmp_path,
         "experiment=demo",
         "data.train_per_class=16",
@@ -76,7 +68,7 @@ def test_train_function_runs_the_demo_recipe_briefly(tmp_path):
 def test_finetune_experiment_runs_both_stages(tmp_path):
     from fracture.train import train
 
-    cfg = compose_train(
+    cfg = compose_config(
         tmp_path,
         "experiment=finetune",
         "data=synthetic",
@@ -103,7 +95,7 @@ def test_finetune_experiment_runs_both_stages(tmp_path):
 def test_csv_and_tensorboard_loggers_write_their_files(tmp_path):
     from fracture.train import train
 
-    cfg = compose_train(
+    cfg = compose_config(
         tmp_path,
         "experiment=demo",
         "logger=many_loggers",

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.backend
 
 
 def test_real_xrays_become_float_batches_in_0_255(real_root):
-    datamodule = FractureDataModule(real_root, image_size=64, batch_size=4, augmentation={})
+    datamodule = FractureDataModule(real_root, image_size=64, batch_size=4, augmentation={}, group_by=None)
     summary = datamodule.summary()
     assert summary["train"]["fractured"] > 0 and summary["val"]["not fractured"] > 0
     images, labels = next(iter(datamodule.train_dataloader()))
@@ -25,7 +25,7 @@ def test_real_xrays_become_float_batches_in_0_255(real_root):
 
 
 def test_grayscale_originals_are_decoded_to_three_channels(real_root):
-    datamodule = FractureDataModule(real_root, image_size=64, batch_size=64, augmentation=None)
+    datamodule = FractureDataModule(real_root, image_size=64, batch_size=64, augmentation=None, group_by=None)
     files = datamodule.files("val")
     images, _ = next(iter(datamodule.predict_dataloader("val")))
     originals = [i for i, path in enumerate(files.paths) if "-" not in path.rsplit("/", 1)[1]]
@@ -37,7 +37,7 @@ def test_grayscale_originals_are_decoded_to_three_channels(real_root):
 
 
 def test_prediction_order_matches_files_and_labels(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=5)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=5, group_by=None)
     labels = np.concatenate([y.numpy().ravel() for _, y in datamodule.predict_dataloader("test")])
     np.testing.assert_array_equal(labels, datamodule.labels("test"))
     # Evaluation order is shuffled once, so that a first limited batch already holds both classes.
@@ -45,8 +45,8 @@ def test_prediction_order_matches_files_and_labels(synthetic_root):
 
 
 def test_augmentation_runs_on_training_batches_only(synthetic_root):
-    plain = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation=None, seed=1)
-    augmented = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation={}, seed=1)
+    plain = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation=None, seed=1, group_by=None)
+    augmented = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation={}, seed=1, group_by=None)
     train_plain = next(iter(plain.train_dataloader()))[0].numpy()
     train_augmented = next(iter(augmented.train_dataloader()))[0].numpy()
     assert np.abs(np.sort(train_plain.ravel()) - np.sort(train_augmented.ravel())).mean() > 1.0
@@ -59,8 +59,8 @@ def test_augmentation_runs_on_training_batches_only(synthetic_root):
 def test_decoding_once_gives_the_same_batches_in_the_same_order(tmp_path, synthetic_root, where):
     where = str(tmp_path / "decoded") if where == "folder" else where
     options = dict(image_size=64, batch_size=16, augmentation=None, group_by=None)
-    streamed = FractureDataModule(synthetic_root, cache=False, **options).train_dataloader().repeat(2)
-    datamodule = FractureDataModule(synthetic_root, cache=where, **options)
+    streamed = FractureDataModule(synthetic_root, decode_cache=False, **options).train_dataloader().repeat(2)
+    datamodule = FractureDataModule(synthetic_root, decode_cache=where, **options)
     decoded = datamodule.train_dataloader().repeat(2)  # two epochs, reshuffled: the same shuffle as streaming
     for (a, label_a), (b, label_b) in zip(streamed, decoded, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -68,7 +68,7 @@ def test_decoding_once_gives_the_same_batches_in_the_same_order(tmp_path, synthe
     if where not in (True, "auto"):
         assert len(list((tmp_path / "decoded").glob("decoded-*.npy"))) == 1  # the train split's entry
     else:  # these few images fit in memory
-        assert datamodule._decoded["train"].folder is None
+        assert datamodule.decoded_images("train").folder is None
 
 
 def test_decoding_once_leaves_out_a_file_deleted_before_the_first_epoch(tmp_path, synthetic_root):
@@ -76,19 +76,19 @@ def test_decoding_once_leaves_out_a_file_deleted_before_the_first_epoch(tmp_path
 
     root = tmp_path / "data"
     shutil.copytree(synthetic_root, root)
-    datamodule = FractureDataModule(root, image_size=64, batch_size=8, cache=True, group_by=None)
+    datamodule = FractureDataModule(root, image_size=64, batch_size=8, decode_cache=True, group_by=None)
     gone = datamodule.files("train").paths[3]
     Path(gone).unlink()
     images = sum(len(x) for x, _ in datamodule.train_dataloader())
     assert images == (len(datamodule.files("train")) - 1) // 8 * 8  # full batches of the 47 that decode
-    assert 3 not in datamodule._decoded["train"].present
+    assert 3 not in datamodule.decoded_images("train").present
 
 
 def test_root_without_val_is_split_by_groups(tmp_path, synthetic_root):
     import shutil
 
     shutil.copytree(synthetic_root / "train", tmp_path / "train")
-    datamodule = FractureDataModule(tmp_path, image_size=64, val_fraction=0.25)
+    datamodule = FractureDataModule(tmp_path, image_size=64, val_fraction=0.25, group_by="filename")
     train, val = datamodule.files("train"), datamodule.files("val")
     assert len(train) + len(val) == 48
     assert 8 <= len(val) <= 16 and set(val.labels) == {0, 1}
@@ -97,13 +97,13 @@ def test_root_without_val_is_split_by_groups(tmp_path, synthetic_root):
 
 def test_bad_settings_are_config_errors(synthetic_root):
     with pytest.raises(ConfigError, match="image_size"):
-        FractureDataModule(synthetic_root, image_size=8)
+        FractureDataModule(synthetic_root, image_size=8, group_by=None)
     with pytest.raises(ConfigError, match="val_fraction"):
-        FractureDataModule(synthetic_root, val_fraction=1.5)
+        FractureDataModule(synthetic_root, val_fraction=1.5, group_by=None)
 
 
 def test_training_batches_are_full_and_evaluation_keeps_every_image(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10)  # 48 training images
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10, group_by=None)  # 48 training images
     sizes = [int(x.shape[0]) for x, _ in datamodule.train_dataloader()]
     assert sizes == [10, 10, 10, 10] and datamodule.num_batches("train", training=True) == 4
     val_sizes = [int(x.shape[0]) for x, _ in datamodule.val_dataloader()]
@@ -114,7 +114,7 @@ def test_padded_prediction_equals_plain_prediction(synthetic_root):
     from fracture import FractureClassifier
     from fracture.data.pipeline import predict_full_batches
 
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10)
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10, group_by=None)
     model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8).configure_model()
     padded = predict_full_batches(model.predict_on_batch, datamodule.predict_dataloader("val"), 10)
     plain = model.predict(datamodule.predict_dataloader("val"), verbose=0).ravel()

@@ -88,7 +88,7 @@ def test_cached_and_uncached_runs_train_the_same_model(monkeypatch, tmp_path, sy
     with monkeypatch.context() as patch:
         patch.setattr(feature_cache_module, "FEATURE_DTYPE", np.float32)
         exact, exact_history, exact_best, trainer = train(synthetic_root, tmp_path, feature_cache=True)
-        assert trainer.used_feature_cache and trainer.cache.extractions  # the head trained on cached features
+        assert trainer.used_feature_cache and trainer.features.extractions  # the head trained on cached features
         assert distance(exact, plain) < FLOAT32_REORDERING
         for before, after in zip(plain_history, exact_history, strict=True):
             assert after["train/loss"] == pytest.approx(before["train/loss"], rel=FLOAT32_REORDERING)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from conftest import compose_config
 
 from fracture.io import atomic_path, write_json_atomic
 from fracture.run_info import PACKAGES, run_info
@@ -53,21 +54,16 @@ def test_run_info_records_what_reproduces_a_run():
 
 
 def test_every_cache_lives_under_one_folder_that_fracture_cache_dir_moves(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
     from fracture import FractureDataModule, Trainer
-    from fracture.cli import CONFIG_DIR
     from fracture.io import CACHE_DIR_VARIABLE, cache_dir, cache_folder
 
     monkeypatch.setenv(CACHE_DIR_VARIABLE, str(tmp_path / "caches"))
     assert cache_dir("features") == tmp_path / "caches" / "features"
     assert cache_folder("default", "audit") == tmp_path / "caches" / "audit" and cache_folder(None, "audit") is None
-    assert Trainer(progress=False).cache.folder == tmp_path / "caches" / "features"
+    assert Trainer(progress=False).features.folder == tmp_path / "caches" / "features"
     assert FractureDataModule(tmp_path).audit_cache == tmp_path / "caches" / "audit"
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run"])
-        audit_cfg = compose("audit", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run"])
-    caches = [cfg.compilation_cache, cfg.trainer.feature_cache_dir, cfg.data.audit_cache, audit_cfg.audit.cache_dir]
+    cfg, audit_cfg = compose_config(tmp_path), compose_config(tmp_path, name="audit")
+    caches = [cfg.compilation_cache, cfg.trainer.feature_cache_dir, cfg.data.audit_cache, audit_cfg.data.audit_cache]
     assert caches == [f"{tmp_path}/caches/{kind}" for kind in ("jax-compilation", "features", "audit", "audit")]
     monkeypatch.delenv(CACHE_DIR_VARIABLE)
     assert cache_dir("audit") == Path.home() / ".cache" / "fracture" / "audit"

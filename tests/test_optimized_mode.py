@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 from fracture import FractureClassifier, FractureDataModule, Trainer
-from fracture.cli import CONFIG_DIR, build_all
+from fracture.cli import build_all
 from fracture.errors import ConfigError
 from fracture.recipe import best_value
 from fracture.sweeps import collect_jobs
@@ -37,17 +37,8 @@ def test_an_unknown_mode_is_one_config_error():
 
 
 def composed(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                f"paths.output_dir={tmp_path}",
-                "callbacks=[model_checkpoint,early_stopping]",
-                "hparams_search=effb3_optuna",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
+    searched = ["callbacks=[model_checkpoint,early_stopping]", "hparams_search=effb3_optuna"]
+    return compose_config(tmp_path, *searched, *overrides, hydra_config=True)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +61,7 @@ def test_with_val_loss_the_checkpoint_keeps_the_lowest_loss_and_metrics_agree(tm
     from fracture.training.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/loss")
-    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16)
+    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16, group_by=None)
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8)
     trainer = Trainer(epochs=4, limit_train_batches=2, limit_val_batches=2, callbacks=[checkpoint], progress=False)
     trainer.fit(classifier, datamodule)

@@ -38,11 +38,11 @@ def test_warm_up_freezes_at_once_and_frozen_probabilities_match_the_model(predic
     files = sorted((synthetic_root / "val").rglob("*.png"))[:5]
     batch = np.stack([predictor.preprocess(np.asarray(Image.open(f).convert("RGB"))) for f in files])
     predictor.warm_up()
-    assert predictor._frozen is not None  # the service's first request runs frozen, nothing left to trace
+    assert predictor.is_frozen  # the service's first request runs frozen, nothing left to trace
     if keras.backend.backend() == "tensorflow":  # frozen directly, without tracing Keras' predict step first
         assert predictor.model.predict_function is None
     expected = np.asarray(predictor.model.predict(batch, verbose=0)).ravel()
-    np.testing.assert_allclose(predictor.probabilities(batch), expected, atol=1e-5)
+    np.testing.assert_allclose(predictor.uncalibrated_probabilities(batch), expected, atol=1e-5)
 
 
 def test_unreadable_inputs_get_error_rows_and_the_rest_still_run(predictor, synthetic_root, tmp_path):

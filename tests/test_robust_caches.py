@@ -114,9 +114,12 @@ def test_each_split_and_size_has_its_own_decoded_entry_reused_by_the_next_run(tm
 
 @pytest.mark.backend
 def test_training_with_a_decode_cache_folder_finishes(tmp_path, synthetic_root):
-    """`data.cache=<folder>` crashed every run with a bus error: val's cache overwrote the file train had mapped."""
+    """`data.decode_cache=<folder>` crashed every run with a bus error: val's cache overwrote the file train had
+    mapped."""
     keras.utils.set_random_seed(0)
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=8, cache=str(tmp_path / "decoded"))
+    datamodule = FractureDataModule(
+        synthetic_root, image_size=48, batch_size=8, decode_cache=str(tmp_path / "decoded"), group_by=None
+    )
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
     trainer = Trainer(epochs=2, progress=False, feature_cache=False)
     trainer.fit(classifier, datamodule)

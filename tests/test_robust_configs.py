@@ -3,19 +3,11 @@ out of range are refused with the allowed range before any heavy work. docs/robu
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, run_cli
 
 from fracture import FractureClassifier, OptimizerSpec
-from fracture.cli import CONFIG_DIR, build, build_all
+from fracture.cli import build, build_all
 from fracture.errors import ConfigError
-
-
-def compose_train(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            "train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides]
-        )
 
 
 def build_job(cfg):
@@ -35,7 +27,7 @@ def test_a_typo_in_a_key_or_a_group_is_hydras_error_with_the_choices(tmp_path):
 
 
 def test_an_added_key_that_no_object_takes_is_an_error(tmp_path):
-    cfg = compose_train(tmp_path, "+model.depth=3")
+    cfg = compose_config(tmp_path, "+model.depth=3")
     with pytest.raises(ConfigError, match="depth"):
         build(cfg.model)
 
@@ -55,7 +47,7 @@ def test_an_added_key_that_no_object_takes_is_an_error(tmp_path):
     ],
 )
 def test_out_of_range_values_are_refused_with_the_allowed_range(tmp_path, override, message):
-    cfg = compose_train(tmp_path, "data.root=/somewhere", override)
+    cfg = compose_config(tmp_path, "data.root=/somewhere", override)
     with pytest.raises(ConfigError, match=message):
         build_job(cfg)
 

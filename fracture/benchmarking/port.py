@@ -5,13 +5,10 @@ model, EfficientNetB3 is frozen under the notebook's head, and `model.fit` train
 `ReduceLROnPlateau`. Prediction follows the "image classification from scratch" example: `load_img`,
 `img_to_array`, `model.predict`. Nothing of fracture is used, so that the benchmark compares against what a
 user would write without it.
-
-    python -m fracture.benchmarking.port predict <model.keras> <image>    # the cold-start prediction
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import keras
@@ -22,6 +19,8 @@ LEARNING_RATE = 1e-3
 NOISE_STDDEV = 0.25
 DROPOUT = 0.25
 DENSE_UNITS = 512
+# The file names that `image_dataset_from_directory` lists; the port sees no other file.
+KERAS_IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
 def datasets(root: str | Path, image_size: int, seed: int = 42):
@@ -72,10 +71,3 @@ def predict_image(model: keras.Model, path: str | Path, image_size: int) -> floa
     image = keras.utils.load_img(path, target_size=(image_size, image_size))
     batch = keras.ops.expand_dims(keras.utils.img_to_array(image), 0)
     return float(model.predict(batch, verbose=0)[0][0])
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "predict":
-        sys.exit("usage: python -m fracture.benchmarking.port predict <model.keras> <image>")
-    loaded = keras.saving.load_model(sys.argv[2])
-    print(f"{sys.argv[3]}: {predict_image(loaded, sys.argv[3], loaded.input_shape[1]):.4f}")

@@ -20,11 +20,11 @@ import numpy as np
 
 from fracture.benchmarking import port
 from fracture.console import console
+from fracture.data.folders import scan_root
 from fracture.errors import DataError
-from fracture.io import DEFAULT_CACHE, cache_folder
+from fracture.io import DEFAULT_CACHE
 
 SPLITS = ("train", "val")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 @dataclass
@@ -44,97 +44,85 @@ class BenchSettings:
     seed: int = 42
     compilation_cache: str | None = DEFAULT_CACHE  # "default": jax-compilation/ under the cache root
     fast_depthwise_conv: bool = True
+    class_names: list[str] = field(default_factory=lambda: ["fractured", "not fractured"])
+    # fracture's training callbacks, as `conf/callbacks` configures them ({name: {_target_: ..., ...}});
+    # empty: the notebook's, through fracture's names (best checkpoint by val/auc_approx, reduce on plateau).
+    callbacks: dict = field(default_factory=dict)
 
 
-def image_counts(root: Path) -> dict[str, int]:
-    """Images per split: every image file under `<root>/<split>/<class>/`."""
-    counts = {}
+def split_images(root: Path, class_names: tuple[str, str]) -> dict[str, dict[str, list[Path]]]:
+    """Per split and class folder, the images that fracture trains on (`fracture.data.folders.scan_root`:
+    every file that decodes, whatever its name), in name order."""
+    splits = scan_root(root, class_names, group_by=None)
+    missing = [split for split in SPLITS if split not in splits]
+    if missing:
+        raise DataError(f"{root} has no {missing[0]}/ folder; the benchmark needs train/ and val/ with class folders.")
+    listed: dict[str, dict[str, list[Path]]] = {}
     for split in SPLITS:
-        folder = root / split
-        if not folder.is_dir():
-            raise DataError(f"{root} has no {split}/ folder; the benchmark needs train/ and val/ with class folders.")
-        counts[split] = sum(1 for f in folder.glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    return counts
+        for path in sorted(Path(p) for p in splits[split].paths):
+            class_folder = path.relative_to(root / split).parts[0]
+            listed.setdefault(split, {}).setdefault(class_folder, []).append(path)
+    return listed
 
 
-def make_subset(root: Path, target: Path, per_class: dict[str, int]) -> Path:
-    """A folder of links to the first `per_class[split]` images of each split's class folders (sorted names).
-    A subset left in `target` by an earlier run into the same folder is replaced; other files are refused."""
+def counted(listing: dict[str, dict[str, list[Path]]]) -> dict[str, int]:
+    """Images per split of a `split_images` listing."""
+    return {split: sum(map(len, classes.values())) for split, classes in listing.items()}
+
+
+def image_counts(root: Path, class_names: tuple[str, str]) -> dict[str, int]:
+    """Images per split, as `split_images` finds them."""
+    return counted(split_images(root, class_names))
+
+
+def make_subset(listing: dict[str, dict[str, list[Path]]], target: Path, per_class: dict[str, int]) -> Path:
+    """A folder of links to the first `per_class[split]` images of each split's class folders in `listing`
+    (`split_images`). A subset left in `target` by an earlier run into the same folder is replaced; other
+    files are refused."""
     for entry in target.glob("*/*/*"):
         if not entry.is_symlink():
             raise DataError(f"{target} holds {entry}, which the benchmark did not put there; use another run folder.")
         entry.unlink()
-    for split in SPLITS:
-        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            images = sorted(f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            chosen = images[: per_class[split]]
-            folder = target / split / class_dir.name
+    for split, classes in listing.items():
+        for class_folder, images in classes.items():
+            folder = target / split / class_folder
             folder.mkdir(parents=True, exist_ok=True)
-            for file in chosen:
+            for file in images[: per_class[split]]:
                 (folder / file.name).symlink_to(file.resolve())
     return target
 
 
-def launch(arguments: list[str], backend: str, log_path: Path, result_line: str | None = None) -> float:
-    """Run `python <arguments>` with `KERAS_BACKEND=backend`, its output into `log_path`. Returns the seconds
-    from launch to the first output line that contains `result_line`, or to the exit when it is None."""
-    # Unbuffered, so that each line arrives when it is printed.
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    start, result_at = time.time(), None
-    command = [sys.executable, *arguments]
-    with (
-        open(log_path, "w") as log,
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process,
-    ):
-        for line in process.stdout:
-            if result_at is None and result_line is not None and result_line in line:
-                result_at = time.time()
-            log.write(line)
-    exited = time.time()
+def launch(arguments: list[str], backend: str, log_path: Path) -> float:
+    """Run `python <arguments>` with `KERAS_BACKEND=backend`, its output into `log_path`; its seconds."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.time()
+    with open(log_path, "w") as log:
+        process = subprocess.run([sys.executable, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
     if process.returncode != 0:
         tail = log_path.read_text()[-2000:]
         raise RuntimeError(f"{' '.join(arguments[:3])} on {backend} failed (exit {process.returncode}):\n{tail}")
-    if result_line is not None and result_at is None:
-        raise RuntimeError(f"{' '.join(arguments[:3])} on {backend} never printed {result_line!r}; see {log_path}")
-    return (result_at or exited) - start
+    return time.time() - start
 
 
-def run_worker(side: str, backend: str, spec: dict, folder: Path) -> dict:
-    """One measuring process; its result, with the launch time it was given."""
-    console.print(f"bench: {side} on {backend} ...")
-    spec_path, result_path = folder / f"{side}_{backend}.spec.json", folder / f"{side}_{backend}.json"
+def run_worker(task: str, backend: str, spec: dict, folder: Path) -> dict:
+    """One measuring process (`workers.TASKS`); its result, with the launch time it was given."""
+    console.print(f"bench: {task} on {backend} ...")
+    spec_path, result_path = folder / f"{task}_{backend}.spec.json", folder / f"{task}_{backend}.json"
     spec_path.write_text(json.dumps({**spec, "process_start": time.time()}))
     launch(
-        ["-m", "fracture.benchmarking.workers", side, str(spec_path), str(result_path)],
+        ["-m", "fracture.benchmarking.workers", task, str(spec_path), str(result_path)],
         backend,
-        folder / f"{side}_{backend}.log",
+        folder / f"{task}_{backend}.log",
     )
     return json.loads(result_path.read_text())
 
 
-def cold_predict_s(
-    side: str, backend: str, checkpoint: str, image: str, folder: Path, settings: BenchSettings
-) -> float:
-    """Seconds from launching a new process to its printed prediction of one image (the interpreter's exit
-    after it is not counted). fracture's runs with the JAX settings of its training worker."""
-    if side == "fracture":
-        cache = settings.compilation_cache
-        cache = repr(str(cache_folder(cache, "jax-compilation"))) if cache else "null"  # quoted: Hydra refuses ~
-        arguments = [
-            "-m",
-            "fracture.predict",
-            f"ckpt_path={checkpoint}",
-            f"inputs=[{image}]",
-            "explain=false",
-            f"compilation_cache={cache}",
-            f"fast_depthwise_conv={settings.fast_depthwise_conv}",
-            f"hydra.run.dir={folder / f'predict_{backend}'}",
-        ]
-        result_line = "predictions:"  # the line after the table of results
-    else:
-        arguments = ["-m", "fracture.benchmarking.port", "predict", checkpoint, image]
-        result_line = f"{image}: "
-    return launch(arguments, backend, folder / f"cold_{side}_{backend}.log", result_line)
+def cold_predict_s(side: str, backend: str, checkpoint: str, image: str, folder: Path, spec: dict) -> float:
+    """Seconds from launching a new process to its prediction of one image (the interpreter's exit after it
+    is not counted): the process loads the checkpoint and predicts through the library (`workers`), fracture
+    with the JAX settings of its training worker, the port as the Keras example does."""
+    result = run_worker(f"{side}_cold_predict", backend, {**spec, "checkpoint": checkpoint, "image": image}, folder)
+    return result["predicted_at"] - result["process_start"]
 
 
 def scaled_epochs(measured: dict, full: dict[str, int], used: dict[str, int], epochs: int) -> tuple[float, float]:
@@ -234,15 +222,26 @@ def check_enough_images(counts: dict[str, int], folder: Path) -> None:
 def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings, image: str | None = None) -> dict:
     """Measure every backend of `settings`; returns bench.json's content (see `report.write_report`)."""
     root, out_dir = Path(root).expanduser().resolve(), Path(out_dir)
-    full = image_counts(root)
-    subset_root = make_subset(root, out_dir / "subset", settings.subset_per_class)
+    class_names = tuple(settings.class_names)
+    listing = split_images(root, class_names)
+    unseen = [p for classes in listing.values() for images in classes.values() for p in images]
+    unseen = [path for path in unseen if path.suffix.lower() not in port.KERAS_IMAGE_SUFFIXES]
+    if unseen:  # the two sides would train on different images
+        raise DataError(
+            f"{len(unseen)} image(s) under {root}, e.g. {unseen[0].name}, have names that the plain port (Keras' "
+            f"image_dataset_from_directory) does not read: {', '.join(port.KERAS_IMAGE_SUFFIXES)}. Benchmark on a "
+            "folder of such files."
+        )
+    full = counted(listing)
+    subset_root = make_subset(listing, out_dir / "subset", settings.subset_per_class)
     data_roots = {b: root if b in settings.full_data_backends else subset_root for b in settings.backends}
     counts = {
-        data_root: full if data_root == root else image_counts(data_root) for data_root in set(data_roots.values())
+        data_root: full if data_root == root else image_counts(data_root, class_names)
+        for data_root in set(data_roots.values())
     }
     for data_root, used in counts.items():  # before any process starts
         check_enough_images(used, data_root)
-    image = image or str(sorted((root / "val").glob("*/*"))[0])
+    image = image or str(min(path for images in listing["val"].values() for path in images))
     results = {}
     for backend, data_root in data_roots.items():
         used = counts[data_root]
@@ -253,7 +252,7 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
             spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
         for side, figures in measured.items():
-            figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder, settings)
+            figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder, spec)
         results[backend] = backend_figures(measured["fracture"], measured["port"], full, used, settings)
         results[backend]["images"] = {"full": full, "used": used}
     return results

@@ -3,7 +3,7 @@
 Each runs in a fresh process (the backend is chosen before Keras loads) started by `runner`, which passes
 the moment it launched it, so that the time to the first training step counts the imports and set-up:
 
-    python -m fracture.benchmarking.workers <fracture|port> <spec.json> <result.json>
+    python -m fracture.benchmarking.workers <task> <spec.json> <result.json>     # a task of TASKS
 
 Both sides measure the same things in the same order on the same folder: (a) the input pipeline alone,
 (b) training steps with the frozen base, (e) the first step, (c) the recipe's epochs and its validation
@@ -63,18 +63,33 @@ def measure_port(spec: dict) -> dict:
     return result
 
 
+def fracture_callbacks(spec: dict) -> tuple[list[keras.callbacks.Callback], keras.callbacks.Callback]:
+    """fracture's training callbacks as `conf/callbacks` configures them (`spec["callbacks"]`), with their
+    checkpoints in the worker's folder; and the `ModelCheckpoint` among them, which names the best one."""
+    from hydra.utils import instantiate
+
+    from fracture.training.callbacks import ModelCheckpoint
+
+    if not spec["callbacks"]:
+        raise ValueError("BenchSettings.callbacks is empty: give fracture's callbacks as conf/callbacks composes them.")
+    configs = {name: dict(config) for name, config in spec["callbacks"].items()}
+    for config in configs.values():
+        if "dirpath" in config:
+            config["dirpath"] = str(Path(spec["out_dir"]) / "fracture_checkpoints")
+    callbacks = [instantiate(config) for config in configs.values()]
+    checkpoints = [callback for callback in callbacks if isinstance(callback, ModelCheckpoint)]
+    if len(checkpoints) != 1:
+        raise ValueError(f"the benchmark needs one ModelCheckpoint among the callbacks, got {len(checkpoints)}.")
+    return callbacks, checkpoints[0]
+
+
 def measure_fracture(spec: dict) -> dict:
     """fracture: pipeline, first step (uncached), steps, the recipe with the feature cache (whose extraction
     times the backbone's forward pass), val AUROC, warm prediction, and the machine's matmul rate."""
     from fracture import FractureClassifier, FractureDataModule, Trainer, load_predictor
-    from fracture.compilation_cache import enable_compilation_cache
     from fracture.data.pipeline import predict_full_batches
-    from fracture.jax_depthwise import enable_fast_depthwise_conv
-    from fracture.training.callbacks import ModelCheckpoint, reduce_lr_on_plateau
 
-    if keras.backend.backend() == "jax":
-        enable_compilation_cache(spec["compilation_cache"])
-        enable_fast_depthwise_conv(spec["fast_depthwise_conv"])
+    use_jax_settings(spec)
     size, batches, seed = spec["image_size"], spec["batches"], spec["seed"]
 
     def data():
@@ -97,11 +112,11 @@ def measure_fracture(spec: dict) -> dict:
 
     keras.utils.set_random_seed(seed)
     recipe, epochs = classifier(), LoopTimer(spec["process_start"])
-    checkpoint = ModelCheckpoint(Path(spec["out_dir"]) / "fracture_checkpoints", save_last=False)
+    callbacks, checkpoint = fracture_callbacks(spec)
     trainer = Trainer(
         epochs=spec["epochs"],
         progress=False,
-        callbacks=[checkpoint, reduce_lr_on_plateau(factor=0.2, patience=2), epochs],
+        callbacks=[*callbacks, epochs],
         feature_cache=True,
         feature_cache_views=spec["views"],
         feature_cache_dir=Path(spec["out_dir"]) / "features",  # empty: the extraction is measured
@@ -109,11 +124,13 @@ def measure_fracture(spec: dict) -> dict:
     start = time.time()
     datamodule = data()  # a fresh one: the recipe decodes its images itself, as a new run would
     trainer.fit(recipe, datamodule)
-    result.update(recipe_s=time.time() - start, extractions=trainer.cache.extractions, **epoch_figures(epochs))
+    result.update(recipe_s=time.time() - start, extractions=trainer.features.extractions, **epoch_figures(epochs))
 
     predictor = load_predictor(checkpoint.best_path)
     predictor.warm_up()  # frozen, as the service runs it; serves the val AUROC and the warm prediction
-    scores = predict_full_batches(predictor.probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size)
+    scores = predict_full_batches(
+        predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
+    )
     result["val_auroc"] = float(roc_auc_score(datamodule.labels("val"), scores))
     result["predict_warm_ms"] = median_ms(lambda: predictor.predict(spec["image"]), spec["repeats"])
     result["checkpoint"] = str(checkpoint.best_path)
@@ -121,10 +138,42 @@ def measure_fracture(spec: dict) -> dict:
     return result
 
 
+def use_jax_settings(spec: dict) -> None:
+    """fracture's JAX settings of the run (compiled-program cache, fast depthwise convolutions)."""
+    from fracture.compilation_cache import enable_compilation_cache
+    from fracture.jax_depthwise import enable_fast_depthwise_conv
+
+    if keras.backend.backend() == "jax":
+        enable_compilation_cache(spec["compilation_cache"])
+        enable_fast_depthwise_conv(spec["fast_depthwise_conv"])
+
+
+def fracture_cold_predict(spec: dict) -> dict:
+    """A new process's first prediction with fracture: load the checkpoint, predict one image."""
+    from fracture import load_predictor
+
+    use_jax_settings(spec)
+    probability = load_predictor(spec["checkpoint"]).predict(spec["image"]).probability
+    return {"predicted_at": time.time(), "probability": probability}
+
+
+def port_cold_predict(spec: dict) -> dict:
+    """A new process's first prediction with the port, as the Keras example loads and predicts."""
+    probability = port.predict_image(keras.saving.load_model(spec["checkpoint"]), spec["image"], spec["image_size"])
+    return {"predicted_at": time.time(), "probability": probability}
+
+
+TASKS = {
+    "port": measure_port,
+    "fracture": measure_fracture,
+    "port_cold_predict": port_cold_predict,
+    "fracture_cold_predict": fracture_cold_predict,
+}
+
 if __name__ == "__main__":
-    side, spec_path, result_path = sys.argv[1:4]
-    task = json.loads(Path(spec_path).read_text())
-    measured = {"port": measure_port, "fracture": measure_fracture}[side](task)
+    task, spec_path, result_path = sys.argv[1:4]
+    spec = json.loads(Path(spec_path).read_text())
+    measured = {"process_start": spec["process_start"], **TASKS[task](spec)}
     Path(result_path).write_text(json.dumps(measured, indent=2))
     sys.stdout.flush()
     sys.stderr.flush()

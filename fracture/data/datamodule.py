@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -34,25 +35,29 @@ class FractureDataModule:
         negative_class: folder name of the negative class (label 0).
         val_fraction: share held out for validation when `root` has no `val/` folder, or with
             `split="grouped"`. The cut keeps groups (copies of one radiograph) whole and the class balance.
-        group_by: `"content"` groups files that show the same radiograph, found from their pixels by the
-            dataset audit (cached per folder content, see `fracture.data.audit`); `"filename"` groups
-            Kaggle-style files by the name part before the first `-` or `.`; None makes every file its own
-            group.
+        group_by: `"content"` (the default, as in `conf/data`) groups files that show the same radiograph,
+            found from their pixels by the dataset audit (cached per folder content, see
+            `fracture.data.audit`); `"filename"` groups Kaggle-style files by the name part before the first
+            `-` or `.`; None makes every file its own group (no audit).
         split: `"given"` keeps the folder's own train/val/test; `"grouped"` pools them and cuts them again by
             group (`val_fraction`, `test_fraction`), or into `folds` for cross-validation.
         test_fraction: share of the pooled files for the test split with `split="grouped"` (0: no test).
-        folds, fold: with `split="grouped"` and `folds=k`, fold `fold` is the validation split and the other
-            k-1 folds train (no test split).
+        folds: with `split="grouped"`, cut k cross-validation folds instead of train/val/test (no test split).
+        fold: with `folds=k`, the fold (0..k-1) that validates; the other k-1 folds train.
         split_file: a `split.csv` written by an earlier run (`write_split`): use exactly its cut.
         audit_cache: where `group_by="content"` keeps the audit of each folder ("default": `audit/` under the
             cache root, `fracture.io.cache_dir`).
+        audit: settings of that audit (`fracture.data.audit.AuditSettings` fields other than the shape limits,
+            which are `min_side` and `max_aspect`); None keeps its defaults. `python -m fracture.audit` reads
+            the same `data.audit` settings, so its report describes the groups training uses.
         augmentation: keyword arguments of `build_augmentation`, or None for no augmentation.
-        cache: decode each training and validation image once and serve later epochs from memory (True), a
+        decode_cache: decode each training and validation image once and serve later epochs from memory (True), a
             folder (a path), or "auto": memory when they fit in a quarter of the free memory, else a temporary
             folder. False decodes every epoch. See `fracture.data.decoded`.
         seed: seed for shuffling, splitting and augmentation.
-        min_side, max_aspect: files smaller than `min_side` px on a side, or longer than `max_aspect`:1, are
-            no radiographs; they are skipped with that reason (see `fracture.data.geometry`).
+        min_side: files smaller than this many px on a side are no radiographs; they are skipped with that
+            reason (see `fracture.data.geometry`).
+        max_aspect: so are files longer than `max_aspect`:1.
 
     Call `setup()` (or any `*_dataloader`) to scan the folders; bad folders raise `DataError` there.
     """
@@ -65,9 +70,9 @@ class FractureDataModule:
         positive_class: str = "fractured",
         negative_class: str = "not fractured",
         val_fraction: float = 0.15,
-        group_by: str | None = "filename",
+        group_by: str | None = "content",
         augmentation: dict | None = None,
-        cache: bool | str = "auto",
+        decode_cache: bool | str = "auto",
         seed: int = 42,
         split: str = "given",
         test_fraction: float = 0.15,
@@ -75,6 +80,7 @@ class FractureDataModule:
         fold: int = 0,
         split_file: str | Path | None = None,
         audit_cache: str | Path = DEFAULT_CACHE,
+        audit: dict | None = None,
         min_side: int = MIN_SIDE,
         max_aspect: float = MAX_ASPECT,
     ):
@@ -104,7 +110,7 @@ class FractureDataModule:
         self.val_fraction = val_fraction
         self.group_by = group_by
         self.augmentation_options = None if augmentation is None else dict(augmentation)
-        self.cache = cache
+        self.decode_cache = decode_cache
         self._decoded: dict[str, DecodedImages] = {}
         self.seed = seed
         self.split = split
@@ -112,6 +118,7 @@ class FractureDataModule:
         self.folds, self.fold = folds, fold
         self.split_file = split_file
         self.audit_cache = cache_folder(audit_cache, "audit")
+        self.audit_options = dict(audit or {})
         self.shape_limits = ShapeLimits(int(min_side), float(max_aspect))
         self._splits: dict[str, SplitFiles] | None = None
         self._fingerprints: dict[str, np.ndarray] = {}
@@ -161,7 +168,10 @@ class FractureDataModule:
         from fracture.data.audit import AuditSettings, cached_audit
 
         limits = self.shape_limits
-        settings = AuditSettings(min_side=limits.min_side, max_aspect=limits.max_aspect)
+        known = {field.name for field in dataclasses.fields(AuditSettings)} - {"min_side", "max_aspect"}
+        if unknown := set(self.audit_options) - known:
+            raise ConfigError(f"data.audit has no setting(s) {sorted(unknown)}; it has {sorted(known)}.")
+        settings = AuditSettings(**self.audit_options, min_side=limits.min_side, max_aspect=limits.max_aspect)
         group_of = cached_audit(self.root, self.audit_cache, settings).group_of()
         for files in splits.values():
             files.groups = [group_of.get(self.relative(path), path) for path in files.paths]
@@ -272,7 +282,7 @@ class FractureDataModule:
         output must align with `files(split)`, does not (`skip_errors=False`): recheck before predicting."""
         files = self.files(split)
         # Streams read every epoch decode once; prediction reads once and must keep every file's row.
-        decoded = self._decoded_images(split) if self.cache and skip_errors else None
+        decoded = self.decoded_images(split) if self.decode_cache and skip_errors else None
         return make_dataset(
             files.paths,
             files.labels,
@@ -303,23 +313,23 @@ class FractureDataModule:
     def view_batches(self, split: str, views: int = 1, batch_size: int | None = None) -> Iterator[np.ndarray]:
         """`views` copies of each image of `split` in file order, as float32 `(views, B, H, W, 3)` batches of
         `batch_size` (default: the data module's): view 0 as evaluation sees it, the others augmented as in
-        training (the feature cache's input). The split is decoded once (see `cache`)."""
+        training (the feature cache's input). The split is decoded once (see `decode_cache`)."""
         augmentation = self.augmentation() if views > 1 else None
         if views > 1 and augmentation is None:
             raise ConfigError(f"{views} views need an augmentation, but data.augmentation turns every transform off.")
-        decoded = self._decoded_images(split)
+        decoded = self.decoded_images(split)
         images = decoded.load()
         if len(decoded.present) != len(images):
             gone = len(images) - len(decoded.present)
             raise DataError(f"{gone} file(s) of {split} no longer decode since the scan; run again.")
         return view_dataset(images, batch_size or self.batch_size, views, augmentation).as_numpy_iterator()
 
-    def _decoded_images(self, split: str) -> DecodedImages:
-        """The split's decoded images, shared by the training streams and the feature cache (see `cache`)."""
+    def decoded_images(self, split: str) -> DecodedImages:
+        """The split's decoded images, shared by the training streams and the feature cache (see `decode_cache`)."""
         files = self.files(split)
         if split not in self._decoded or self._decoded[split].paths != files.paths:
             size = (self.image_size, self.image_size)
-            self._decoded[split] = DecodedImages(files.paths, size, self.cache or "auto")
+            self._decoded[split] = DecodedImages(files.paths, size, self.decode_cache or "auto")
         return self._decoded[split]
 
     def augmentation(self):

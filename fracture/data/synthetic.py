@@ -98,9 +98,10 @@ def synthetic_datamodule(
     """Write the synthetic dataset under `root` (once) and return a `FractureDataModule` over it.
 
     `dataset_seed` fixes the pictures; the data module's own `seed` (shuffling, augmentation) is separate,
-    so runs with different seeds see the same data.
+    so runs with different seeds see the same data. Every picture is drawn anew, so there are no copies for
+    content groups to find: `group_by` defaults to None (no audit), as in `conf/data/synthetic.yaml`.
     """
     from fracture.data.datamodule import FractureDataModule
 
     write_synthetic_dataset(root, train_per_class, val_per_class, test_per_class, source_size, dataset_seed)
-    return FractureDataModule(root, **datamodule_options)
+    return FractureDataModule(root, **{"group_by": None, **datamodule_options})

@@ -56,7 +56,7 @@ class Predictor:
     labels it with the stored validation threshold.
 
     Args:
-        model: the loaded Keras model.
+        model: the loaded Keras model, or an exported ONNX model.
         metadata: the checkpoint's fracture metadata (classes, image size, threshold).
         gradcam_layer: layer to explain; default: the backbone's last convolutional activation.
         max_pixels: refuse input files with more pixels than this, from their header (None: Pillow's guard).
@@ -65,7 +65,7 @@ class Predictor:
 
     def __init__(
         self,
-        model,
+        model: keras.Model | OnnxModel,
         metadata: dict,
         gradcam_layer: str | None = None,
         max_pixels: int | None = None,
@@ -144,12 +144,17 @@ class Predictor:
         if isinstance(self.model, keras.Model):
             self._frozen = frozen_inference(self.model)
 
+    @property
+    def is_frozen(self) -> bool:
+        """Whether predictions run through the frozen inference function (after `warm_up` or a first call)."""
+        return self._frozen is not None
+
     def warm_up(self) -> None:
         """Freeze and compile now, so that the first real request runs at full speed (the service calls it)."""
         self._freeze()
         self._forward(np.zeros((1, self.image_size, self.image_size, 3), np.float32))
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
+    def uncalibrated_probabilities(self, images: np.ndarray) -> np.ndarray:
         """The network's P(positive) for a float32 batch `(N, S, S, 3)` of pixels in 0..255 already resized to
         the model's size (as `FractureDataModule.predict_dataloader` gives them), before any calibration."""
         return self._forward(images)

@@ -62,7 +62,9 @@ class FractureClassifier:
         weights: `"imagenet"`, None (random) or a local weights file; see `backbones.efficientnet_b3`.
         image_size: side of the square input images.
         freeze_base: train the head only. None means: freeze when the backbone is pretrained.
-        dense_units, noise_stddev, dropout: the head's settings.
+        dense_units: width of the head's Dense layer.
+        noise_stddev: standard deviation of the head's two GaussianNoise layers.
+        dropout: the head's dropout rate.
         optimizer: an `OptimizerSpec` or a dict of its fields.
         metrics: names from accuracy, precision, recall, auc_approx.
     """

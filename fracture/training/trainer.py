@@ -59,7 +59,8 @@ class Trainer:
 
     Args:
         epochs: epochs to train in `fit`.
-        limit_train_batches / limit_val_batches: use at most this many batches per epoch (None: all).
+        limit_train_batches: use at most this many training batches per epoch (None: all).
+        limit_val_batches: and at most this many validation batches.
         fast_dev_run: one epoch of one training and one validation batch, to check that everything runs. On
             TensorFlow the steps run eagerly: tracing and optimising EfficientNetB3's graphs for one batch took
             three times as long as running it eagerly (59 s against 18 s on 2 cores).
@@ -136,7 +137,7 @@ class Trainer:
         if deterministic:
             enable_determinism()
         self.feature_cache = feature_cache
-        self.cache = FeatureCache(feature_cache_dir, feature_cache_views)
+        self.features = FeatureCache(feature_cache_dir, feature_cache_views)
         self._split: tuple[keras.Model, keras.Model, keras.Model] | None = None  # (model, backbone, head)
         self.used_feature_cache = False
         self.current_epoch = 0
@@ -197,7 +198,7 @@ class Trainer:
         if self._split is None or self._split[0] is not classifier.model:
             self._split = (classifier.model, *split_at_head(classifier.model))
         _, backbone, head = self._split
-        train, val = self.cache.training_data(backbone, datamodule)
+        train, val = self.features.training_data(backbone, datamodule)
         train, steps = self._limited(train, datamodule.num_batches("train", training=True), self.limit_train_batches)
         val, _ = self._limited(val, datamodule.num_batches("val"), self.limit_val_batches)
         self.used_feature_cache = True
