@@ -3,7 +3,8 @@ Chromium, and a bounded load test.
 
 Chromium and ChromeDriver come from Debian's `chromium` and `chromium-driver` packages (`.ci/run` installs
 them); nothing is downloaded at run time, and the browser test is skipped with the reason where they are
-missing. Set FRACTURE_SCREENSHOT=<file.png> to keep the page's screenshot (the README's comes from here).
+missing. Set FRACTURE_SCREENSHOT=<file.png> to keep the page's screenshot (docs/serve-page.png comes from
+here).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def test_page_shows_the_error_for_a_non_image(server, browser, tmp_path):
 
 
 def test_bounded_load_on_loopback(server, synthetic_root, xray):
-    """200 uploads from 8 concurrent clients: no errors. Latencies are printed, not asserted (see the README)."""
+    """200 uploads from 8 concurrent clients: no errors. Latencies are printed, not asserted (see docs/serving.md)."""
     images = [xray, *sorted((synthetic_root / "test").rglob("*.png"))[:7]]
     report = run_load(server, images, requests=200, clients=8)
     print(report.summary())
