@@ -141,7 +141,7 @@ def tiny_checkpoint(tmp_path_factory, synthetic_root) -> Path:
 
     keras.utils.set_random_seed(0)
     checkpoint = ModelCheckpoint(tmp_path_factory.mktemp("tiny_ckpt"))
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
     Trainer(epochs=1, callbacks=[checkpoint], progress=False).fit(classifier, datamodule)
     return checkpoint.best_path

@@ -66,7 +66,7 @@ def test_evaluation_says_when_the_calibration_rests_on_too_little_evidence(tmp_p
 
     ckpt = shutil.copy(tiny_checkpoint, tmp_path / "best_model.keras")
     datamodule = FractureDataModule(
-        synthetic_root, image_size=64, batch_size=16, group_by=None
+        synthetic_root, image_size=64, batch_size=16, group_by="filename"
     )  # 8 val images per class
     results = evaluate_checkpoint(
         ckpt, datamodule, ["val", "test"], tmp_path / "run", calibration="platt", bootstrap_resamples=20
@@ -83,7 +83,7 @@ def test_evaluation_stores_calibration_and_threshold_once_on_the_same_scale(
     from fracture import FractureDataModule
 
     ckpt = shutil.copy(tiny_checkpoint, tmp_path / "best_model.keras")
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
     updates = []
     original = update_metadata
     monkeypatch.setattr(

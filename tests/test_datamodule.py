@@ -12,7 +12,7 @@ pytestmark = pytest.mark.backend
 
 
 def test_real_xrays_become_float_batches_in_0_255(real_root):
-    datamodule = FractureDataModule(real_root, image_size=64, batch_size=4, augmentation={}, group_by=None)
+    datamodule = FractureDataModule(real_root, image_size=64, batch_size=4, augmentation={}, group_by="filename")
     summary = datamodule.summary()
     assert summary["train"]["fractured"] > 0 and summary["val"]["not fractured"] > 0
     images, labels = next(iter(datamodule.train_dataloader()))
@@ -25,7 +25,7 @@ def test_real_xrays_become_float_batches_in_0_255(real_root):
 
 
 def test_grayscale_originals_are_decoded_to_three_channels(real_root):
-    datamodule = FractureDataModule(real_root, image_size=64, batch_size=64, augmentation=None, group_by=None)
+    datamodule = FractureDataModule(real_root, image_size=64, batch_size=64, augmentation=None, group_by="filename")
     files = datamodule.files("val")
     images, _ = next(iter(datamodule.predict_dataloader("val")))
     originals = [i for i, path in enumerate(files.paths) if "-" not in path.rsplit("/", 1)[1]]
@@ -37,7 +37,7 @@ def test_grayscale_originals_are_decoded_to_three_channels(real_root):
 
 
 def test_prediction_order_matches_files_and_labels(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=5, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=5, group_by="filename")
     labels = np.concatenate([y.numpy().ravel() for _, y in datamodule.predict_dataloader("test")])
     np.testing.assert_array_equal(labels, datamodule.labels("test"))
     # Evaluation order is shuffled once, so that a first limited batch already holds both classes.
@@ -45,8 +45,12 @@ def test_prediction_order_matches_files_and_labels(synthetic_root):
 
 
 def test_augmentation_runs_on_training_batches_only(synthetic_root):
-    plain = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation=None, seed=1, group_by=None)
-    augmented = FractureDataModule(synthetic_root, image_size=64, batch_size=48, augmentation={}, seed=1, group_by=None)
+    plain = FractureDataModule(
+        synthetic_root, image_size=64, batch_size=48, augmentation=None, seed=1, group_by="filename"
+    )
+    augmented = FractureDataModule(
+        synthetic_root, image_size=64, batch_size=48, augmentation={}, seed=1, group_by="filename"
+    )
     train_plain = next(iter(plain.train_dataloader()))[0].numpy()
     train_augmented = next(iter(augmented.train_dataloader()))[0].numpy()
     assert np.abs(np.sort(train_plain.ravel()) - np.sort(train_augmented.ravel())).mean() > 1.0
@@ -97,13 +101,14 @@ def test_root_without_val_is_split_by_groups(tmp_path, synthetic_root):
 
 def test_bad_settings_are_config_errors(synthetic_root):
     with pytest.raises(ConfigError, match="image_size"):
-        FractureDataModule(synthetic_root, image_size=8, group_by=None)
+        FractureDataModule(synthetic_root, image_size=8, group_by="filename")
     with pytest.raises(ConfigError, match="val_fraction"):
-        FractureDataModule(synthetic_root, val_fraction=1.5, group_by=None)
+        FractureDataModule(synthetic_root, val_fraction=1.5, group_by="filename")
 
 
 def test_training_batches_are_full_and_evaluation_keeps_every_image(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10, group_by=None)  # 48 training images
+    # 48 training images
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10, group_by="filename")
     sizes = [int(x.shape[0]) for x, _ in datamodule.train_dataloader()]
     assert sizes == [10, 10, 10, 10] and datamodule.num_batches("train", training=True) == 4
     val_sizes = [int(x.shape[0]) for x, _ in datamodule.val_dataloader()]
@@ -114,7 +119,7 @@ def test_padded_prediction_equals_plain_prediction(synthetic_root):
     from fracture import FractureClassifier
     from fracture.data.pipeline import predict_full_batches
 
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=10, group_by="filename")
     model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8).configure_model()
     padded = predict_full_batches(model.predict_on_batch, datamodule.predict_dataloader("val"), 10)
     plain = model.predict(datamodule.predict_dataloader("val"), verbose=0).ravel()

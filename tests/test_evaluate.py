@@ -18,7 +18,7 @@ PLOTS = ["confusion_matrix", "roc", "pr", "reliability"]
 
 
 def train_checkpoint(root, directory, epochs=2):
-    datamodule = FractureDataModule(root, image_size=64, batch_size=16, augmentation=None, group_by=None)
+    datamodule = FractureDataModule(root, image_size=64, batch_size=16, augmentation=None, group_by="filename")
     checkpoint = ModelCheckpoint(directory, monitor="val/auc_approx")
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
     Trainer(epochs=epochs, callbacks=[checkpoint], progress=False).fit(classifier, datamodule)

@@ -61,7 +61,7 @@ def test_with_val_loss_the_checkpoint_keeps_the_lowest_loss_and_metrics_agree(tm
     from fracture.training.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/loss")
-    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16, group_by="filename")
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8)
     trainer = Trainer(epochs=4, limit_train_batches=2, limit_val_batches=2, callbacks=[checkpoint], progress=False)
     trainer.fit(classifier, datamodule)

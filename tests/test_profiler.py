@@ -17,7 +17,7 @@ def test_profiler_times_every_phase(synthetic_root, monkeypatch):
         created.append(self)
 
     monkeypatch.setattr(PhaseProfiler, "__init__", remember)
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=8, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=8, group_by="filename")
     trainer = Trainer(epochs=2, limit_train_batches=3, limit_val_batches=1, profile=True, progress=False)
     trainer.fit(FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8), datamodule)
     profiler = created[0]

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.backend
 def run(root, epochs, backup_dir=None, seed=7):
     """A fresh seeded job, as a new process would start it."""
     keras.utils.set_random_seed(seed)
-    datamodule = FractureDataModule(root, image_size=48, batch_size=8, augmentation={}, seed=seed, group_by=None)
+    datamodule = FractureDataModule(root, image_size=48, batch_size=8, augmentation={}, seed=seed, group_by="filename")
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=16)
     trainer = Trainer(epochs=epochs, deterministic=True, progress=False, backup_dir=backup_dir)
     trainer.fit(classifier, datamodule)

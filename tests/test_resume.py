@@ -59,7 +59,7 @@ def test_an_epoch_is_backed_up_only_after_the_checkpoints_and_the_log_have_it(tm
 
     history = tmp_path / "history.csv"
     callbacks = [ModelCheckpoint(tmp_path / "checkpoints"), CSVLogger(history), BackupWhenRecorded()]
-    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=32, batch_size=16, group_by="filename")
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8)
     Trainer(
         epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=callbacks, progress=False, backup_dir=backup_dir

@@ -118,7 +118,7 @@ def test_training_with_a_decode_cache_folder_finishes(tmp_path, synthetic_root):
     mapped."""
     keras.utils.set_random_seed(0)
     datamodule = FractureDataModule(
-        synthetic_root, image_size=48, batch_size=8, decode_cache=str(tmp_path / "decoded"), group_by=None
+        synthetic_root, image_size=48, batch_size=8, decode_cache=str(tmp_path / "decoded"), group_by="filename"
     )
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
     trainer = Trainer(epochs=2, progress=False, feature_cache=False)

@@ -36,7 +36,7 @@ def test_a_nan_loss_stops_at_its_batch_and_the_last_good_checkpoint_stays(tmp_pa
     trainer = Trainer(epochs=3, callbacks=[BreakWeightsInSecondEpoch(), checkpoint], progress=False)
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
     with pytest.raises(TrainingDiverged, match="training loss became nan in epoch 2 at batch 1.*lower learning rate"):
-        trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None))
+        trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename"))
     model, metadata = load_checkpoint(checkpoint.best_path)
     assert metadata["epoch"] == 1 and load_checkpoint(checkpoint.last_path)[1]["epoch"] == 1
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
@@ -127,7 +127,7 @@ def test_too_little_free_disk_is_refused_before_training(tmp_path, synthetic_roo
     trainer = Trainer(epochs=1, callbacks=[ModelCheckpoint(tmp_path / "ckpt")], progress=False)
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=64, dense_units=16)
     with pytest.raises(ConfigError, match=r"only 0 MB free on the disk of .*ckpt; checkpoints and backups .* about"):
-        trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None))
+        trainer.fit(classifier, FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename"))
     assert trainer.history == [] and not (tmp_path / "ckpt" / "best_model.keras").exists()
 
 

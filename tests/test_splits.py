@@ -79,15 +79,15 @@ def test_datamodule_grouped_split_and_split_file(tmp_path, synthetic_root):
 
     split_csv = grouped.write_split(tmp_path / "split.csv")
     assert set(read_split_csv(split_csv).values()) == {"train", "val", "test"}
-    reused = FractureDataModule(synthetic_root, image_size=64, split_file=split_csv, seed=99, group_by=None)
+    reused = FractureDataModule(synthetic_root, image_size=64, split_file=split_csv, seed=99, group_by="filename")
     for name, files in names.items():
         assert sorted(reused.files(name).paths) == sorted(files.paths)
 
     (tmp_path / "bad.csv").write_text("path,split\nx.png,holdout\n")
     with pytest.raises(ConfigError, match="unknown splits"):
-        FractureDataModule(synthetic_root, split_file=tmp_path / "bad.csv", group_by=None).setup()
+        FractureDataModule(synthetic_root, split_file=tmp_path / "bad.csv", group_by="filename").setup()
     with pytest.raises(ConfigError, match="needs data.split=grouped"):
-        FractureDataModule(synthetic_root, folds=5, group_by=None)
+        FractureDataModule(synthetic_root, folds=5, group_by="filename")
 
 
 def test_evaluation_warns_when_val_shares_groups_with_train(tmp_path, synthetic_root, tiny_checkpoint, caplog):

@@ -128,7 +128,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from fracture import FractureClassifier, FractureDataModule, Trainer
-datamodule = FractureDataModule(sys.argv[1], image_size=48, batch_size=8, group_by=None)
+datamodule = FractureDataModule(sys.argv[1], image_size=48, batch_size=8, group_by="filename")
 classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
 trainer = Trainer(epochs=1, devices=2, progress=False)
 metrics = trainer.fit(classifier, datamodule)

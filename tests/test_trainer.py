@@ -16,7 +16,7 @@ def tiny():
 
 
 def test_fit_logs_slash_metrics_and_keeps_the_best_checkpoint(tmp_path, synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, augmentation={}, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, augmentation={}, group_by="filename")
     checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/auc_approx")
     trainer = Trainer(epochs=2, callbacks=[checkpoint], progress=False)
     metrics = trainer.fit(tiny(), datamodule)
@@ -35,7 +35,7 @@ def test_fit_logs_slash_metrics_and_keeps_the_best_checkpoint(tmp_path, syntheti
 
 
 def test_fast_dev_run_uses_one_batch_and_one_epoch(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=4, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=4, group_by="filename")
     seen = []
 
     class CountBatches(keras.callbacks.Callback):
@@ -51,7 +51,7 @@ def test_fast_dev_run_uses_one_batch_and_one_epoch(synthetic_root):
 
 
 def test_a_second_fit_continues_the_epoch_count(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
     trainer = Trainer(epochs=1, limit_train_batches=1, limit_val_batches=1, progress=False)
     classifier = tiny()
     trainer.fit(classifier, datamodule)
@@ -61,7 +61,7 @@ def test_a_second_fit_continues_the_epoch_count(synthetic_root):
 
 
 def test_overfitting_two_batches_drives_the_loss_down(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=8, augmentation=None, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=8, augmentation=None, group_by="filename")
     classifier = FractureClassifier(
         "tiny_cnn", weights=None, image_size=64, dense_units=16, noise_stddev=0.0, dropout=0.0
     )
@@ -72,7 +72,7 @@ def test_overfitting_two_batches_drives_the_loss_down(synthetic_root):
 
 
 def test_validate_test_and_predict(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
     trainer = Trainer(epochs=1, limit_train_batches=2, progress=False)
     classifier = tiny()
     trainer.fit(classifier, datamodule)
@@ -98,7 +98,7 @@ def test_bad_trainer_settings():
 
 
 def test_unlogged_checkpoint_monitor_is_a_config_error(tmp_path, synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
     trainer = Trainer(
         epochs=1, fast_dev_run=True, progress=False, callbacks=[ModelCheckpoint(tmp_path, monitor="val/f1")]
     )
@@ -107,7 +107,7 @@ def test_unlogged_checkpoint_monitor_is_a_config_error(tmp_path, synthetic_root)
 
 
 def test_mixed_float16_trains_with_loss_scaling(synthetic_root):
-    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=8, group_by=None)
+    datamodule = FractureDataModule(synthetic_root, image_size=48, batch_size=8, group_by="filename")
     classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
     trainer = Trainer(precision="mixed_float16", fast_dev_run=True, progress=False)
     metrics = trainer.fit(classifier, datamodule)
