@@ -2,6 +2,7 @@
 during a run are left out or used as they are now, and the run goes on. docs/robustness.md lists each case."""
 
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -13,7 +14,7 @@ import pytest
 import tensorflow as tf
 from conftest import DEMO_SMALL, make_class_folders, run_cli
 from PIL import Image
-from test_readers import grey_scene
+from test_readers import grey_scene, write_dicom
 
 from fracture import FractureClassifier, FractureDataModule, Trainer
 from fracture.data.folders import scan_root, unreadable_reason
@@ -135,13 +136,15 @@ def write_every_kind_of_picture(folder) -> dict[str, Path]:
     save("grey_alpha.png", Image.fromarray(np.dstack([scene, noisy])))
     save("cmyk.jpg", Image.fromarray(np.dstack([scene, noisy, scene, noisy]), "CMYK"))
     save("scan.tiff", Image.fromarray(noisy))
+    paths["xray.dcm"] = write_dicom(folder / "xray.dcm", scene.astype(np.uint16) * 16, "MONOCHROME1")
     return paths
 
 
 def test_training_and_prediction_read_every_kind_of_picture_into_the_same_pixels(tmp_path):
     """They used two decoders (tf.io for training and evaluation, Pillow for prediction): every JPEG got other
     pixels, so evaluation's metrics were not those of the predictions users get, and an EXIF-rotated photo was
-    trained on sideways."""
+    trained on sideways; DICOM files were skipped by training and unreadable to the audit, which also saw
+    EXIF-rotated and 16-bit files otherwise than training."""
     paths = write_every_kind_of_picture(tmp_path)
     assert all(unreadable_reason(path) is None for path in paths.values())
     stream = make_dataset([str(p) for p in paths.values()], np.zeros(len(paths)), (48, 48), 1, training=False)
@@ -152,6 +155,23 @@ def test_training_and_prediction_read_every_kind_of_picture_into_the_same_pixels
     upright = read_xray(paths["exif_rotated.jpg"])
     assert upright.shape[:2] == (80, 96)  # turned as the tag says: 96 x 80 stored, 80 x 96 seen
     assert read_xray(paths["sixteen_bit.png"]).max() == 255  # stretched from its own range, not cut to 8 bits
+
+    from fracture.data.audit import AuditSettings, audit_dataset
+
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        (root / split / "not fractured").mkdir(parents=True)
+        folder = root / split / "fractured"
+        folder.mkdir()
+        for name, path in paths.items():
+            shutil.copy(path, folder / name)
+    audited = {Path(r.path).name: r for r in audit_dataset(root, AuditSettings(workers=1)).records if "train" in r.path}
+    for name, path in paths.items():
+        record = audited[name]
+        assert record.error is None, (name, record.error)
+        assert record.pixel_sha256 == hashlib.sha256(read_xray(path).tobytes()).hexdigest(), name
+        assert (record.height, record.width) == read_xray(path).shape[:2], name
+    assert audited["xray.dcm"].format == "DICOM" and audited["exif_rotated.jpg"].width == 96
 
 
 def test_a_huge_image_and_a_large_grayscale_jpeg_decode(tmp_path):

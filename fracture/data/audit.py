@@ -27,12 +27,13 @@ from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumb
 from fracture.data.folders import SPLITS, data_root, is_ignored
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.groups import Link, components, group_links, near_duplicate_links
+from fracture.data.images import UnreadableImage, header_kind, read_xray
 from fracture.errors import DataError
 from fracture.io import cache_folder
 
 log = logging.getLogger(__name__)
 
-METHOD_VERSION = 7  # bump when features or rules change, so that old caches are not reused
+METHOD_VERSION = 8  # bump when features or rules change, so that old caches are not reused (8: read_xray's pixels)
 
 
 @dataclass
@@ -107,22 +108,24 @@ def list_files(root: Path) -> list[tuple[Path, str, str]]:
 
 
 def read_file(path: Path, split: str, label: str, root: Path, settings: AuditSettings):
-    """The record of one file and, if it decodes and can be a radiograph, its (descriptor, local features)."""
+    """The record of one file and, if it decodes and can be a radiograph, its (descriptor, local features).
+
+    The pixels are the ones training and prediction see (`fracture.data.images.read_xray`: EXIF orientation,
+    16-bit range, DICOM), so copies are found among the images the model is given."""
     data = path.read_bytes()
     record = FileRecord(path.relative_to(root).as_posix(), split, label, len(data), hashlib.sha256(data).hexdigest())
     try:
-        with Image.open(path) as image:
-            record.width, record.height = image.size
-            record.mode, record.format = image.mode, image.format or ""
-            if problem := ShapeLimits(settings.min_side, settings.max_aspect).problem(*image.size):
-                record.error = problem
-                return record, None
-            image.load()  # decodes everything: a truncated file fails here
-            record.pixel_sha256 = hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
-            grey = grey_thumbnail(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        record.error = f"{type(error).__name__}: {error}"
+        record.mode, record.format = header_kind(path)
+        pixels = read_xray(path, limits=None)
+    except UnreadableImage as error:
+        record.error = str(error)
         return record, None
+    record.height, record.width = pixels.shape[:2]
+    if problem := ShapeLimits(settings.min_side, settings.max_aspect).problem(record.width, record.height):
+        record.error = problem
+        return record, None
+    record.pixel_sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()
+    grey = grey_thumbnail(Image.fromarray(pixels))
     return record, (global_descriptor(grey), local_features(grey, settings.keypoints))
 
 

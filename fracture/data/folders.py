@@ -18,12 +18,13 @@ import numpy as np
 from PIL import Image
 
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
+from fracture.data.images import UnreadableImage, is_dicom, read_xray
 from fracture.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# Picture formats that training reads (through `fracture.data.images.read_xray`, as prediction does).
+# Picture formats that training reads (through `fracture.data.images.read_xray`, as prediction does), and DICOM.
 TRAINABLE_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF"}
 
 
@@ -78,7 +79,13 @@ def filename_group(path: Path, class_name: str) -> str:
 
 def unreadable_reason(path: Path, limits: ShapeLimits = DEFAULT_LIMITS) -> str | None:
     """Why `path` cannot be used as a training image, or None when it decodes cleanly and its shape can be a
-    radiograph (`limits`)."""
+    radiograph (`limits`). A DICOM file is read whole, as training will read it (`read_xray`)."""
+    if is_dicom(path):
+        try:
+            read_xray(path, limits=limits)
+        except UnreadableImage as error:
+            return str(error)
+        return None
     try:
         with Image.open(path) as image:
             if image.format not in TRAINABLE_FORMATS:

@@ -145,6 +145,21 @@ def read_xray(
     return np.ascontiguousarray(pixels[..., :3])
 
 
+def header_kind(path: Path) -> tuple[str, str]:
+    """(mode, format) of an image file from its header alone: Pillow's (`"L"`, `"JPEG"`), or the photometric
+    interpretation and `"DICOM"` for a DICOM file; raises `UnreadableImage` when it is neither."""
+    try:
+        if is_dicom(path):
+            import pydicom
+
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            return str(header.get("PhotometricInterpretation", "")), "DICOM"
+        with Image.open(path) as image:
+            return image.mode, image.format or ""
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UnreadableImage(f"not a readable image ({error})") from error
+
+
 def is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
