@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 # The entry points quiet TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes), which hides the
 # messages that matter; set before anything below imports TensorFlow. The library itself leaves it alone.
@@ -24,8 +23,8 @@ from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
 from fracture.errors import ConfigError, FractureError  # noqa: E402
 from fracture.io import check_writable, nearest_existing  # noqa: E402
 from fracture.jax_depthwise import enable_fast_depthwise_conv  # noqa: E402
+from fracture.run_folder import RunFolder  # noqa: E402
 from fracture.training.metric_names import metric_mode  # noqa: E402
-from fracture.training.resume import latest_unfinished_run  # noqa: E402
 
 # The top-level conf/ of a checkout, installed as the package fracture.conf (see pyproject.toml), so that
 # editable and regular installs find the same files.
@@ -33,20 +32,12 @@ CONFIG_DIR = str(files("fracture.conf"))
 log = logging.getLogger("fracture")
 
 
-def resumed_run(resume, runs_dir: str | Path) -> Path | None:
-    """The run folder that `resume=` continues (`true`: the newest unfinished one under `runs_dir`), or None
-    when `resume` is off or names no folder with a training backup."""
-    if resume is True:
-        return latest_unfinished_run(runs_dir)
-    target = Path(str(resume)).expanduser() if resume else None
-    return target if target is not None and (target / "backup").is_dir() else None
-
-
 def run_folder(resume, fresh: str, runs_dir: str) -> str:
     """`hydra.run.dir`: the new folder `fresh`, or for `resume=` the run it continues, so that Hydra puts the
     resumed job's log in that run's own folder and makes no stray new one. A resume with nothing to continue
     gets `fresh`, where the job then says so."""
-    return str(resumed_run(resume, runs_dir) or fresh)
+    resumed = RunFolder.to_resume(resume, runs_dir)
+    return str(resumed.path if resumed else fresh)
 
 
 def hydra_subdir(resume, now: str) -> str:

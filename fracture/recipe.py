@@ -1,20 +1,25 @@
-"""The notebook's recipe with plain Python arguments: train (then optionally fine-tune), record, evaluate.
+"""The notebook's recipe with plain Python arguments: train its stages, record, evaluate.
 
     from fracture import FractureClassifier, FractureDataModule, Trainer
     from fracture.recipe import run_recipe
     from fracture.training.callbacks import CSVLogger, ModelCheckpoint
+    from fracture.training.stages import FineTuneStage, HeadStage
 
     data = FractureDataModule("data/bone-fracture-detection", augmentation={})
     trainer = Trainer(epochs=10, callbacks=[ModelCheckpoint("runs/a/checkpoints"), CSVLogger("runs/a/history.csv")])
-    metrics = run_recipe(data, FractureClassifier(), trainer, "runs/a", finetune_blocks=2, finetune_epochs=3)
+    stages = [HeadStage("fit"), FineTuneStage("finetune", blocks=2, epochs=3, learning_rate=1e-5)]
+    metrics = run_recipe(data, FractureClassifier(), trainer, "runs/a", stages=stages)
 
-`python -m fracture.train` builds the same three objects from its config and calls `run_recipe`.
+`python -m fracture.train` builds the same objects from its config and calls `run_recipe`. A run's data flows
+from the data module's records (`FractureDataModule.files`) through each stage's streams
+(`fracture.training.streams`: images, or cached backbone features) into `Trainer.fit`, which runs Keras' loop;
+checkpoints, `history.csv` and the stage backups are written as epochs end, and the run folder
+(`fracture.run_folder.RunFolder`) records `metrics.json` once training ends, evaluation's figures beside them.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import keras
@@ -26,9 +31,11 @@ from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
-from fracture.io import read_history, write_json_atomic
+from fracture.io import read_history
+from fracture.run_folder import RunFolder
 from fracture.training.guards import RunStopped
 from fracture.training.metric_names import metric_mode
+from fracture.training.stages import HeadStage, enabled_stages
 
 log = logging.getLogger("fracture")
 
@@ -43,7 +50,7 @@ def best_value(history: list[dict[str, float]], name: str, mode: str = "auto") -
     return float(np.nanmin(values) if metric_mode(name, mode) == "min" else np.nanmax(values))
 
 
-def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
+def record_stop(stop: RunStopped, trainer, run: RunFolder) -> None:
     """`metrics.json` for a run that stopped early: why, where, and the best finished epoch."""
     metrics = {
         "status": stop.status,
@@ -54,9 +61,9 @@ def record_stop(stop: RunStopped, trainer, output_dir: Path) -> None:
     }
     metrics.update(best_checkpoint_metrics(trainer))
     try:
-        write_json_atomic(output_dir / "metrics.json", metrics)
+        run.write_metrics(metrics)
     except OSError as error:  # a full disk may not even take metrics.json; the stop itself still reports
-        log.warning("could not record the stop in %s: %s", output_dir / "metrics.json", error)
+        log.warning("could not record the stop in %s: %s", run.path, error)
 
 
 def best_checkpoint_metrics(trainer) -> dict:
@@ -91,27 +98,32 @@ def run_recipe(
     datamodule,
     classifier,
     trainer,
-    output_dir: str | Path,
+    run: RunFolder | str | Path,
     *,
+    stages: list[HeadStage] | None = None,
     optimized_metric: str = "val/auc_approx",
     optimized_mode: str = "auto",
-    finetune_blocks: int = 0,
-    finetune_epochs: int = 0,
-    finetune_lr: float = 1e-5,
     evaluate: bool = True,
     eval_options: dict | None = None,
     seed: int = 42,
 ) -> dict[str, float]:
-    """Fit `classifier` on `datamodule` with `trainer`, fine-tune the top `finetune_blocks` blocks for
-    `finetune_epochs` at `finetune_lr` if asked, write `metrics.json`, `split.csv`, the training curves and
-    (with `evaluate`) the evaluation of the best checkpoint into `output_dir`; returns the metrics, with
+    """Train `classifier` on `datamodule` with `trainer` through `stages` (`fracture.training.stages`; default:
+    one `HeadStage` of the trainer's epochs), write `metrics.json`, `split.csv`, the training curves and (with
+    `evaluate`) the evaluation of the best checkpoint into the run folder `run`; returns the metrics, with
     `optimized_metric`, the best over the epochs in the direction `optimized_mode` says (auto, min or max; see
     `metric_mode`). `eval_options` go to `evaluate_checkpoint` (target_sensitivity, calibration, ...);
     `seed` seeds its bootstrap (seed Keras yourself, with `keras.utils.set_random_seed`, before building).
-    A run stopped early (NaN loss, Ctrl-C) records why in `metrics.json` and raises `RunStopped`.
+    A run stopped early (NaN loss, Ctrl-C) records why in `metrics.json` and raises `RunStopped`; when the
+    trainer backs up (`backup_dir`), the backup goes to the run folder's `backup/` and is removed once the
+    run has finished.
     """
-    output_dir = Path(output_dir)
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    output_dir = run.path
+    stages = enabled_stages(stages or [HeadStage()])
     metric_mode(optimized_metric, optimized_mode)  # a wrong mode fails before the data scan
+    if trainer.backup_dir is not None and trainer.backup_dir != run.backup_dir:
+        log.info("training backups go to the run folder's %s, not %s", run.backup_dir, trainer.backup_dir)
+        trainer.backup_dir = run.backup_dir
     console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
     datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
     log.info(
@@ -124,15 +136,12 @@ def run_recipe(
     )
 
     try:
-        metrics = trainer.fit(classifier, datamodule, stage="head" if finetune_blocks else "")
-        if finetune_blocks and finetune_epochs:
-            unfrozen = classifier.unfreeze_top_blocks(finetune_blocks)
-            log.info("fine-tuning blocks %s at lr %g", unfrozen, finetune_lr)
-            metrics = trainer.fit(
-                classifier, datamodule, epochs=finetune_epochs, learning_rate=finetune_lr, stage="finetune"
-            )
+        for stage in stages:
+            trainer.build(classifier)
+            stage.prepare(classifier)
+            metrics = trainer.fit(classifier, datamodule, stage=stage)
     except RunStopped as stop:
-        record_stop(stop, trainer, output_dir)
+        record_stop(stop, trainer, run)
         raise
 
     datamodule.recheck()  # files deleted or replaced while training went on
@@ -150,7 +159,7 @@ def run_recipe(
     if shortened := shortened_training(trainer, datamodule):
         metrics["training/shortened"] = " ".join(shortened)
 
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    run.write_metrics(metrics)
     console.print(
         metrics_table({k: v for k, v in metrics.items() if not k.startswith(("train/", "best/train/", "training/"))})
     )
@@ -168,7 +177,6 @@ def run_recipe(
         evaluation = evaluate_checkpoint(checkpoint.best_path, datamodule, splits, output_dir, **options)
         metrics.update(evaluation)
         print_summary(evaluation, splits, output_dir)
-    if trainer.backup_dir is not None:
-        shutil.rmtree(trainer.backup_dir, ignore_errors=True)  # finished: nothing left to resume
+    run.finish()  # nothing left to resume
     console.print(f"run folder: {output_dir}")
     return metrics

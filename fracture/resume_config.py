@@ -27,6 +27,7 @@ RESUMABLE_CHANGES = {
     "trainer.feature_cache_dir": "where cached features live (keyed by content): same results",
     "data.audit_cache": "where audits live (keyed by content): same results",
     "data.audit.workers": "threads of the audit: same groups",
+    "trainer.backup_dir": "the backup is the run folder's backup/ (fracture.run_folder), wherever a run set it",
     "fast_depthwise_conv": "the same convolution, computed faster",
     "evaluate": "evaluation runs after training and changes nothing in it",
     "eval": "evaluation runs after training and changes nothing in it",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
@@ -17,14 +16,8 @@ from sklearn.metrics import roc_auc_score
 
 from fracture.console import console, metrics_table
 from fracture.io import write_json_atomic, write_text_atomic
+from fracture.run_folder import RunFolder
 from fracture.training.metric_names import metric_mode
-
-FAILED_FILE = "failed.json"
-
-
-def record_failure(output_dir: str | Path, error: BaseException) -> None:
-    """Mark a sweep job as failed, so that the summary lists it instead of the sweep stopping."""
-    write_json_atomic(Path(output_dir) / FAILED_FILE, {"error": f"{type(error).__name__}: {error}"})
 
 
 def collect_jobs(sweep_dir: Path, objective: str = "optimized_metric", mode: str = "max") -> list[dict]:
@@ -37,10 +30,10 @@ def collect_jobs(sweep_dir: Path, objective: str = "optimized_metric", mode: str
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         row = {"job": int(job_dir.name), "overrides": " ".join(overrides or [])}
-        if (job_dir / FAILED_FILE).is_file():
-            row.update(status="failed", error=json.loads((job_dir / FAILED_FILE).read_text())["error"])
-        elif (job_dir / "metrics.json").is_file():
-            metrics = json.loads((job_dir / "metrics.json").read_text())
+        job = RunFolder(job_dir)
+        if (error := job.failure()) is not None:
+            row.update(status="failed", error=error)
+        elif metrics := job.metrics():
             scalars = {
                 k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.startswith("best/train")
             }

@@ -17,15 +17,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from fracture.cli import build, build_all, log, prepare_backend, resumed_run, user_errors
+from fracture.cli import build, build_all, log, prepare_backend, user_errors
 from fracture.console import console
 from fracture.errors import ConfigError
-from fracture.io import check_writable, write_json_atomic
 from fracture.job_memory import released_after_job
 from fracture.recipe import run_recipe
 from fracture.resume_config import check_resumable
-from fracture.run_info import run_info
-from fracture.sweeps import record_failure
+from fracture.run_folder import RunFolder
 from fracture.training.guards import DiskFull, TrainingInterrupted
 
 
@@ -35,12 +33,13 @@ def check_resume(cfg: DictConfig) -> None:
     may (`fracture.resume_config`)."""
     output_dir = Path(cfg.paths.output_dir)
     runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
-    target = resumed_run(cfg.resume, runs)
+    target = RunFolder.to_resume(cfg.resume, runs)
     if target is None and cfg.resume is True:
         raise ConfigError(f"resume=true found no interrupted run under {runs}; pass resume=<run folder>.")
     if target is None:
         named = Path(str(cfg.resume)).expanduser()
         raise ConfigError(f"resume={cfg.resume}: {named} holds no training backup to resume from.")
+    target = target.path
     if output_dir.resolve() != target.resolve():
         raise ConfigError(
             f"resume={cfg.resume} continues in the run's own folder {target}; leave out hydra.run.dir={output_dir}."
@@ -78,24 +77,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_resume(cfg)
     keras.utils.set_random_seed(cfg.seed)
     prepare_backend(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    check_writable(output_dir)  # a read-only folder fails here, before the data scan and the model build
-    write_json_atomic(output_dir / "run_info.json", run_info())
+    # A read-only folder fails here, before the data scan and the model build.
+    run = RunFolder(cfg.paths.output_dir).prepare()
 
     # Every object first, so that an out-of-range setting fails before the data scan and the model build.
     datamodule = build(cfg.data, **fast_dev_run_data_options(cfg))
     classifier = build(cfg.model)
-    trainer = build(cfg.trainer, callbacks=build_all(cfg.get("callbacks")) + build_all(cfg.get("logger")))
+    callbacks = build_all(cfg.get("callbacks")) + build_all(cfg.get("logger"))
+    trainer = build(cfg.trainer, callbacks=callbacks, backup_dir=run.backup_dir)
     return run_recipe(
         datamodule,
         classifier,
         trainer,
-        output_dir,
+        run,
+        stages=build_all(cfg.get("stages")),
         optimized_metric=cfg.optimized_metric,
         optimized_mode=cfg.optimized_mode,
-        finetune_blocks=cfg.finetune.blocks,
-        finetune_epochs=cfg.finetune.epochs,
-        finetune_lr=cfg.finetune.lr,
         evaluate=cfg.evaluate,
         eval_options=dict(cfg.eval),
         seed=cfg.seed,
@@ -130,5 +127,5 @@ def run_training_job(cfg: DictConfig) -> float:
             return train(cfg)["optimized_metric"]
         except Exception as error:  # one failed job is recorded and must not stop the sweep
             log.exception("job failed: %s", error)
-            record_failure(cfg.paths.output_dir, error)
+            RunFolder(cfg.paths.output_dir).record_failure(error)
             return float("nan")

@@ -11,7 +11,7 @@ from fracture import FractureClassifier, FractureDataModule, Trainer
 from fracture.cli import CONFIG_DIR, build, build_all
 from fracture.io import read_history
 
-GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment", "debug", "hparams_search"]
+GROUPS = ["data", "model", "trainer", "callbacks", "stages", "logger", "experiment", "debug", "hparams_search"]
 
 
 def options(group):

@@ -210,19 +210,19 @@ def test_fine_tuning_runs_uncached_and_says_so(synthetic_root, capsys):
 
 
 @pytest.mark.parametrize(
-    "setting,trainable,sampled,devices,expected",
+    "setting,trains_backbone,sampled,devices,expected",
     [
-        ("auto", 0, None, 1, True),
-        (True, 0, "trainer.limit_train_batches", 1, True),
-        ("auto", 0, "trainer.limit_train_batches", 1, False),
-        ("auto", 10, None, 1, False),
-        (True, 10, None, 1, False),
-        (False, 0, None, 1, False),
-        ("auto", 0, None, 2, False),
+        ("auto", False, None, 1, True),
+        (True, False, "trainer.limit_train_batches", 1, True),
+        ("auto", False, "trainer.limit_train_batches", 1, False),
+        ("auto", True, None, 1, False),
+        (True, True, None, 1, False),
+        (False, False, None, 1, False),
+        ("auto", False, None, 2, False),
     ],
 )
-def test_when_the_cache_is_used(setting, trainable, sampled, devices, expected):
-    use, why_not = cache_decision(setting, trainable, sampled, devices)
+def test_when_the_cache_is_used(setting, trains_backbone, sampled, devices, expected):
+    use, why_not = cache_decision(setting, trains_backbone, sampled, devices)
     assert use is expected and (bool(why_not) == (not use and setting is not False))
 
 

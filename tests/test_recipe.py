@@ -13,6 +13,7 @@ from fracture import FractureClassifier, Trainer, write_synthetic_dataset
 from fracture.data.datamodule import FractureDataModule
 from fracture.recipe import run_recipe
 from fracture.training.callbacks import CSVLogger, ModelCheckpoint
+from fracture.training.stages import FineTuneStage, HeadStage
 
 out = Path(sys.argv[1])
 root = write_synthetic_dataset(out / "data", 16, 8, 4, image_size=64, seed=0)
@@ -20,8 +21,8 @@ data = FractureDataModule(root, image_size=48, batch_size=16, group_by=None)
 model = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=16, freeze_base=True)
 logs = [ModelCheckpoint(out / "run" / "checkpoints"), CSVLogger(out / "run" / "history.csv")]
 trainer = Trainer(epochs=1, limit_train_batches=1, progress=False, callbacks=logs)  # of 2 batches
-options = {"finetune_blocks": 1, "finetune_epochs": 1, "eval_options": {"bootstrap_resamples": 20}}
-metrics = run_recipe(data, model, trainer, out / "run", **options)
+stages = [HeadStage("fit"), FineTuneStage("finetune", blocks=1, epochs=1, learning_rate=1e-4)]
+metrics = run_recipe(data, model, trainer, out / "run", stages=stages, eval_options={"bootstrap_resamples": 20})
 assert "hydra" not in sys.modules, "the library recipe imported Hydra"
 print("EPOCHS", metrics["epochs"], "AUROC", metrics["test/auroc"])
 """

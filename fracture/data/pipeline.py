@@ -76,8 +76,8 @@ def make_dataset(
         ds = tf.data.Dataset.from_tensor_slices((present, labels[present]))
     else:
         ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
-    if training:  # shuffling names or indices is cheap, so shuffle them all
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if training:
+        ds = epoch_order(ds, len(labels), seed)
     if decoded is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
@@ -93,6 +93,13 @@ def make_dataset(
     if training and augmentation is not None:
         ds = ds.map(lambda images, label: (augmentation(images, training=True), label), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
+
+
+def epoch_order(ds: tf.data.Dataset, count: int, seed: int | None) -> tf.data.Dataset:
+    """`ds`'s `count` elements (file names, or indices of decoded images or cached features) in a new order
+    every epoch: the same orders for the same seed, whichever stream is shuffled. Shuffling names or indices
+    is cheap, so the buffer holds them all."""
+    return ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
 
 
 def view_dataset(images: np.ndarray, batch_size: int, views: int, augmentation=None) -> tf.data.Dataset:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,10 @@ from fracture.evaluation.metrics import (
 )
 from fracture.evaluation.report import write_report
 from fracture.evaluation.threshold import choose_threshold, threshold_rule
-from fracture.io import write_json_atomic, write_text_atomic
+from fracture.io import write_text_atomic
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint, update_metadata
+from fracture.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,7 @@ def evaluate_checkpoint(
         evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")
     results = {key: value for evaluation in evaluations for key, value in evaluation.results.items()}
     results.update(record_problems(problems, output_dir))
-    metrics_path = output_dir / "metrics.json"
-    existing = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    write_json_atomic(metrics_path, {**existing, **results})
+    RunFolder(output_dir).add_metrics(results)
     write_report(
         output_dir / "report.md",
         evaluations,

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from fracture.cache_entry import read_entry, write_entry
 from fracture.console import console, progress_bar
-from fracture.data.pipeline import numpy_rows
+from fracture.data.pipeline import epoch_order, numpy_rows
 from fracture.errors import DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.frozen import frozen_inference
@@ -231,15 +231,15 @@ def feature_batches(
 ) -> tf.data.Dataset:
     """`(features, labels)` batches as float32 and `(B, 1)`, from `(views, N, ...)` cached features.
 
-    For training, the images are shuffled every epoch exactly as `pipeline.make_dataset` shuffles file names
-    (same seed, same buffer: the same order), and each image's view is drawn at random each epoch. For
+    For training, the images are shuffled every epoch in the pipeline's order (`pipeline.epoch_order`, as
+    `pipeline.make_dataset` shuffles file names), and each image's view is drawn at random each epoch. For
     evaluation, view 0 in file order.
     """
     views, count = features.shape[:2]
     labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
     ds = tf.data.Dataset.from_tensor_slices((np.arange(count), labels))
     if training:
-        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        ds = epoch_order(ds, count, seed)
         choices = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % views)
     else:
         choices = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
@@ -255,17 +255,18 @@ def feature_batches(
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def cache_decision(setting: bool | str, trainable_backbone_weights: int, sampled: str | None, devices: int):
-    """(use the cache?, why not) for a `fit` stage. `setting` is `trainer.feature_cache`: auto, true or false.
+def cache_decision(setting: bool | str, trains_backbone: bool, sampled: str | None, devices: int):
+    """(use the cache?, why not) for a training stage. `setting` is `trainer.feature_cache`: auto, true or false.
 
-    The cache needs a frozen backbone (its features must not change while the head trains). `auto` also
+    The cache needs a stage whose backbone does not train (`fracture.training.stages`): its features must not
+    change while the head trains. `auto` also
     stays off for runs that sample a few batches (`sampled` names the setting) and for several devices,
     where extracting every image first would cost more than it saves.
     """
     if setting is False:
         return False, ""
-    if trainable_backbone_weights:
-        return False, f"{trainable_backbone_weights} backbone weights train in this stage, so its features change"
+    if trains_backbone:
+        return False, "the backbone trains in this stage, so its features change"
     if setting == "auto" and sampled:
         return False, f"{sampled} trains on a few batches; extracting every image first would cost more"
     if devices > 1:

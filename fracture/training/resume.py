@@ -65,12 +65,6 @@ def reads_whole(path: Path) -> bool:
         return False
 
 
-def latest_unfinished_run(runs_dir: str | Path) -> Path | None:
-    """The newest run folder under `runs_dir` that still holds a training backup (runs are named by time)."""
-    unfinished = sorted(p for p in Path(runs_dir).glob("*") if (p / "backup").is_dir())
-    return unfinished[-1] if unfinished else None
-
-
 def epochs_to_skip(finished: int | None, current_epoch: int, end_epoch: int) -> int:
     """Epochs of this stage that a backup already holds, and that the stream must skip (0 when none, or when
     the backup holds the whole stage: Keras then runs no epoch at all)."""

@@ -20,12 +20,14 @@ from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
-from fracture.training.feature_cache import FeatureCache, cache_decision, split_at_head
+from fracture.training.feature_cache import FeatureCache
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress
 from fracture.training.resume import StageBackup, epoch_stream, epochs_to_skip
+from fracture.training.stages import DEFAULT_STAGE, HeadStage
+from fracture.training.streams import BatchLimits, FitData, StreamChooser, limited
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 log = logging.getLogger(__name__)
@@ -138,12 +140,17 @@ class Trainer:
             enable_determinism()
         self.feature_cache = feature_cache
         self.features = FeatureCache(feature_cache_dir, feature_cache_views)
-        self._split: tuple[keras.Model, keras.Model, keras.Model] | None = None  # (model, backbone, head)
-        self.used_feature_cache = False
+        self.limits = BatchLimits(limit_train_batches, limit_val_batches, overfit_batches)
+        self.streams = StreamChooser(feature_cache, self.features, self.limits, fast_dev_run)
         self.current_epoch = 0
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def used_feature_cache(self) -> bool:
+        """Whether a stage of this trainer trained on cached features."""
+        return self.streams.used_cache
+
     @property
     def checkpoint_callback(self) -> ModelCheckpoint | None:
         return next((cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)), None)
@@ -159,50 +166,6 @@ class Trainer:
             finally:
                 keras.config.set_dtype_policy(previous)
         return classifier.model
-
-    @staticmethod
-    def _limited(dataset, total_batches: int, limit: int | None):
-        """The dataset cut to `limit` batches, and how many batches that leaves."""
-        if limit is None or limit >= total_batches:
-            return dataset, total_batches
-        return dataset.take(limit), limit
-
-    def _training_data(self, datamodule):
-        """(train dataset, train steps, val dataset) with the batch limits or overfitting applied."""
-        if self.overfit_batches:
-            fixed = datamodule.predict_dataloader("train").take(self.overfit_batches).cache()
-            return fixed, self.overfit_batches, fixed
-        train, steps = self._limited(
-            datamodule.train_dataloader(), datamodule.num_batches("train", training=True), self.limit_train_batches
-        )
-        val, _ = self._limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
-        return train, steps, val
-
-    def _sampled_setting(self) -> str | None:
-        if self.fast_dev_run:
-            return "trainer.fast_dev_run"
-        if self.overfit_batches:
-            return "trainer.overfit_batches"
-        return "trainer.limit_train_batches" if self.limit_train_batches is not None else None
-
-    def _cached_training_data(self, classifier: FractureClassifier, datamodule, stage: str):
-        """(head model, train, steps, val) over cached backbone features, or None when the cache is off."""
-        layers = classifier.backbone_layers()
-        trainable = sum(int(np.prod(weight.shape)) for layer in layers for weight in layer.trainable_weights)
-        devices = len(self.parallel.devices)
-        use, why_not = cache_decision(self.feature_cache, trainable, self._sampled_setting(), devices)
-        if not use:
-            if why_not and (self.feature_cache is True or self.used_feature_cache):
-                console.print(f"feature cache off{f' for stage {stage}' if stage else ''}: {why_not}.")
-            return None
-        if self._split is None or self._split[0] is not classifier.model:
-            self._split = (classifier.model, *split_at_head(classifier.model))
-        _, backbone, head = self._split
-        train, val = self.features.training_data(backbone, datamodule)
-        train, steps = self._limited(train, datamodule.num_batches("train", training=True), self.limit_train_batches)
-        val, _ = self._limited(val, datamodule.num_batches("val"), self.limit_val_batches)
-        self.used_feature_cache = True
-        return head, train, steps, val
 
     def checkpoint_metadata(self, classifier: FractureClassifier, datamodule) -> CheckpointMetadata:
         """What a checkpoint needs to be used without its config: classes, input size, threshold, origin."""
@@ -241,53 +204,67 @@ class Trainer:
         datamodule,
         epochs: int | None = None,
         learning_rate: float | None = None,
-        stage: str = "",
+        stage: str | HeadStage = "",
     ) -> dict[str, float]:
-        """Train for `epochs` more epochs (default `self.epochs`); returns the last epoch's metrics.
+        """Train one stage: `epochs` more epochs (default `self.epochs`); returns the last epoch's metrics.
 
         Calling `fit` again continues the epoch count, which is how a fine-tuning stage follows a
-        frozen-base stage. `learning_rate` overrides the classifier's optimizer rate for this stage.
+        frozen-base stage. `learning_rate` overrides the classifier's optimizer rate for this stage. `stage` is
+        a name (the model trains as it is) or a `fracture.training.stages` stage, which sets its own epochs
+        and learning rate; the stage says whether its backbone trains, and so whether cached features serve.
         """
+        if not isinstance(stage, HeadStage):
+            stage = HeadStage(stage or DEFAULT_STAGE, epochs, learning_rate)
+        elif epochs is not None or learning_rate is not None:
+            raise ConfigError(f"stage {stage.name!r} sets its own epochs and learning rate; pass them to the stage.")
         datamodule.setup()  # fail on bad data before the slow model build
         self.build(classifier)
         with self.parallel.scope():
-            model = classifier.compile(learning_rate=learning_rate, **self.compile_options)
-        cached = self._cached_training_data(classifier, datamodule, stage)
-        if cached:  # the head trains on cached features; the checkpoint still saves the whole model
-            fit_model, train, steps, val = cached
-            classifier.compile(learning_rate=learning_rate, model=fit_model, **self.compile_options)
-        else:
-            fit_model = model
-            train, steps, val = self._training_data(datamodule)
-        end_epoch = self.current_epoch + (1 if self.fast_dev_run else epochs or self.epochs)
+            data = self.streams.fit_data(
+                classifier, datamodule, stage, len(self.parallel.devices), self.compile_options
+            )
+        end_epoch = self.current_epoch + (1 if self.fast_dev_run else stage.epochs or self.epochs)
         # A cached stage backs up the head model's state, which an uncached one could not restore.
-        backup_stage = f"{stage or 'fit'}_cached" if cached else stage
-        backup = StageBackup(self.backup_dir, backup_stage) if self.backup_dir is not None else None
+        backup = None
+        if self.backup_dir is not None:
+            backup = StageBackup(self.backup_dir, f"{stage.name}_cached" if data.cached else stage.name)
         skip = epochs_to_skip(backup.finished_epochs() if backup else None, self.current_epoch, end_epoch)
         if skip:
             log.info("resuming stage %r after %d finished epoch(s) from %s", backup.stage, skip, backup.folder)
-        train = epoch_stream(train, steps, skip)
-        if self.checkpoint_callback is not None:
+        if self.checkpoint_callback is not None:  # the whole model is saved, whatever the stage fits
             self.checkpoint_callback.metadata = self.checkpoint_metadata(classifier, datamodule)
-            self.checkpoint_callback.model_to_save = model
-        progress = RichProgress(steps, end_epoch, stage) if self.progress else None
+            self.checkpoint_callback.model_to_save = classifier.model
+        saved_bytes = checkpoint_bytes(classifier.model)  # what a checkpoint or a backup writes
+        for folder in filter(None, (self.backup_dir, getattr(self.checkpoint_callback, "dirpath", None))):
+            check_writable(folder, saved_bytes)  # fail now, not at the first save an epoch later
+        if keras.backend.backend() == "jax":
+            self._build_metrics_apart_from_the_stream(data.model, datamodule.batch_size)
+        train = epoch_stream(data.train, data.steps, skip)
+        history = self._run(data, train, end_epoch, backup, stage.name, saved_bytes)
+        for index in range(len(history.epoch)):
+            self.history.append(slash_logs({key: values[index] for key, values in history.history.items()}))
+        # history.epoch holds absolute epoch numbers; it is empty when a resumed stage had already finished.
+        self.current_epoch = history.epoch[-1] + 1 if history.epoch else end_epoch
+        return dict(self.history[-1]) if self.history else {}
+
+    def _run(self, data: FitData, train, end_epoch: int, backup: StageBackup | None, stage: str, saved_bytes: int):
+        """Keras' loop over `end_epoch - current_epoch` epochs with the guards, backups and progress; a stop
+        restores the terminal, and a full disk becomes `DiskFull` with the backup left whole."""
+        label = "" if stage == DEFAULT_STAGE else stage  # a run's only stage needs no name on every line
+        progress = RichProgress(data.steps, end_epoch, label) if self.progress else None
         interrupt = InterruptGuard()
         callbacks = self._callbacks(backup, progress, interrupt)
-        for folder in filter(None, (self.backup_dir, getattr(self.checkpoint_callback, "dirpath", None))):
-            check_writable(folder, checkpoint_bytes(model))  # fail now, not at the first save an epoch later
-        if keras.backend.backend() == "jax":
-            self._build_metrics_apart_from_the_stream(fit_model, datamodule.batch_size)
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
             callbacks = [profiler.first, *callbacks, profiler.last]
         with interrupt, self.parallel.scope():
             try:
-                history = fit_model.fit(
+                history = data.model.fit(
                     train,
-                    validation_data=val,
+                    validation_data=data.val,
                     epochs=end_epoch,
                     initial_epoch=self.current_epoch,
-                    steps_per_epoch=steps,
+                    steps_per_epoch=data.steps,
                     callbacks=callbacks,
                     shuffle=False,  # the data module shuffles
                     verbose=0,
@@ -297,7 +274,7 @@ class Trainer:
                     progress.on_train_end()
                 full = None
                 if isinstance(error, OSError):
-                    full = disk_full(error, interrupt.epoch, checkpoint_bytes(model), self.backup_dir or ".")
+                    full = disk_full(error, interrupt.epoch, saved_bytes, self.backup_dir or ".")
                 if full is None:
                     raise
                 if backup is not None:
@@ -305,11 +282,7 @@ class Trainer:
                 raise full from error
         if profiler:
             console.print(profiler.table())
-        for index in range(len(history.epoch)):
-            self.history.append(slash_logs({key: values[index] for key, values in history.history.items()}))
-        # history.epoch holds absolute epoch numbers; it is empty when a resumed stage had already finished.
-        self.current_epoch = history.epoch[-1] + 1 if history.epoch else end_epoch
-        return dict(self.history[-1]) if self.history else {}
+        return history
 
     @property
     def compile_options(self) -> dict:
@@ -324,7 +297,7 @@ class Trainer:
 
     def validate(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
         """Metrics on the validation split, as `val/<name>`."""
-        dataset, _ = self._limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
+        dataset, _ = limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
         return self._evaluate(classifier, dataset, "val")
 
     def test(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
