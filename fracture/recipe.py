@@ -125,7 +125,7 @@ def run_recipe(
         log.info("training backups go to the run folder's %s, not %s", run.backup_dir, trainer.backup_dir)
         trainer.backup_dir = run.backup_dir
     console.print(f"data {datamodule.root}: {datamodule.setup().summary()}")
-    datamodule.write_split(output_dir / "split.csv")  # reuse with data.split_file=<this file>
+    datamodule.write_split(run.file("split.csv"))  # reuse with data.split_file=<this file>
     log.info(
         "backend %s, devices %s, jit_compile %s, run_eagerly %s, precision %s",
         keras.backend.backend(),
