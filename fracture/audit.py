@@ -11,17 +11,25 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from fracture.cli import CONFIG_DIR, user_errors
+from fracture.cli import CONFIG_DIR, build, user_errors
 from fracture.console import console
 from fracture.data.audit import AuditSettings, cached_audit
 from fracture.data.audit_report import audit_table, write_audit
+from fracture.data.records import audit_files, scan_records
 
 
 def audit(cfg: DictConfig) -> dict:
-    """Audit `cfg.data.root` with the data group's audit settings; returns the summary written to `audit.json`."""
+    """Audit the data group's images (its class folders, or the files its label tables list) with its audit
+    settings; returns the summary written to `audit.json`."""
     data = cfg.data
     settings = AuditSettings(**data.audit, min_side=data.min_side, max_aspect=data.max_aspect)
-    result = cached_audit(data.root, data.audit_cache, settings)
+    datamodule = build(data, group_by=None)
+    files = None
+    if datamodule.source is not None:
+        limits = datamodule.shape_limits
+        splits, _ = scan_records(datamodule.root, datamodule.source, datamodule.class_names, None, limits)
+        files = audit_files(splits, datamodule.class_names)
+    result = cached_audit(datamodule.root, data.audit_cache, settings, files)
     summary = write_audit(result, Path(cfg.paths.output_dir))
     console.print(audit_table(summary))
     console.print(f"audit: {Path(cfg.paths.output_dir) / 'audit.md'}")

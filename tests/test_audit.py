@@ -191,9 +191,9 @@ def test_training_audits_with_the_settings_that_the_audit_command_reports(tmp_pa
 
     used = []
 
-    def recording_audit(root, cache_dir, settings):
+    def recording_audit(root, cache_dir, settings, files=None):
         used.append(settings)
-        return cached_audit(root, cache_dir, settings)
+        return cached_audit(root, cache_dir, settings, files)
 
     monkeypatch.setattr(audit_module, "cached_audit", recording_audit)
     monkeypatch.setattr(audit_command, "cached_audit", recording_audit)

@@ -129,9 +129,8 @@ def read_file(path: Path, split: str, label: str, root: Path, settings: AuditSet
     return record, (global_descriptor(grey), local_features(grey, settings.keypoints))
 
 
-def stream_records(root: Path, settings: AuditSettings) -> Iterator[tuple[FileRecord, tuple | None]]:
-    """Records and features in file order, decoding `settings.workers` files at a time."""
-    files = list_files(root)
+def stream_records(root: Path, settings: AuditSettings, files) -> Iterator[tuple[FileRecord, tuple | None]]:
+    """Records and features of `files` in order, decoding `settings.workers` files at a time."""
     with progress_bar() as progress, ThreadPoolExecutor(settings.workers) as pool:
         task = progress.add_task("reading files", total=len(files))
         window = 4 * settings.workers  # a few files in flight: memory stays flat, whatever the folder's size
@@ -146,12 +145,15 @@ def stream_records(root: Path, settings: AuditSettings) -> Iterator[tuple[FileRe
             progress.advance(task)
 
 
-def audit_dataset(root: str | Path, settings: AuditSettings | None = None) -> Audit:
-    """Read every file under `root` and group the readable ones by content (see the module doc)."""
+def audit_dataset(root: str | Path, settings: AuditSettings | None = None, files=None) -> Audit:
+    """Read every file under `root` and group the readable ones by content (see the module doc). `files`:
+    (path, split, class) of the files to audit instead of `<root>/<split>/<class>/` (a label table's, under
+    `root`)."""
     root = data_root(root)
     settings = settings or AuditSettings()
+    files = list_files(root) if files is None else sorted(files)
     records, descriptors, features, readable = [], [], [], []
-    for record, content in stream_records(root, settings):
+    for record, content in stream_records(root, settings, files):
         records.append(record)
         if content is not None:
             readable.append(len(records) - 1)
@@ -189,12 +191,13 @@ def audit_dataset(root: str | Path, settings: AuditSettings | None = None) -> Au
     return Audit(str(root), records, groups, kept, settings)
 
 
-def folder_fingerprint(root: Path, settings: AuditSettings) -> str:
-    """A hash of every file's path, size and modification time, and of the audit method and settings."""
+def folder_fingerprint(root: Path, settings: AuditSettings, files=None) -> str:
+    """A hash of every file's path, split, class, size and modification time, and of the method and settings."""
     digest = hashlib.sha256(json.dumps([METHOD_VERSION, asdict(settings)], sort_keys=True).encode())
-    for path, _, _ in list_files(root):
+    for path, split, label in list_files(root) if files is None else sorted(files):
         stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        name = path.relative_to(root).as_posix()
+        digest.update(f"{name}\0{split}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -222,11 +225,12 @@ def load_audit(path: Path) -> Audit:
     )
 
 
-def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSettings | None = None) -> Audit:
-    """`audit_dataset(root)`, computed once per folder content and then read from `cache_dir`; an entry that
-    fails its check (truncated, edited) is discarded with a warning and computed again."""
+def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSettings | None = None, files=None) -> Audit:
+    """`audit_dataset(root, settings, files)`, computed once per folder content and then read from
+    `cache_dir`; an entry that fails its check (truncated, edited) is discarded with a warning and computed
+    again."""
     root, settings = data_root(root), settings or AuditSettings()
-    fingerprint = folder_fingerprint(root, settings)
+    fingerprint = folder_fingerprint(root, settings, files)
     cache = cache_folder(cache_dir, "audit") / f"audit-{fingerprint}.json"
     if read_entry(cache, fingerprint) is not None:
         log.info("content groups of %s from the cache %s", root, cache)
@@ -235,6 +239,6 @@ def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSetting
         f"content audit of {root}: reading every file once to find copies of one radiograph (107-160 s for "
         "9,463 files on 2 cores; cached for later runs). Skip it with data.group_by=filename or null."
     )
-    audit = audit_dataset(root, settings)
+    audit = audit_dataset(root, settings, files)
     save_audit(audit, cache, fingerprint)
     return audit

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from fracture.data.augmentation import build_augmentation
 from fracture.data.decoded import DecodedImages
-from fracture.data.folders import SplitFiles, scan_root
+from fracture.data.folders import SplitFiles
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.health import FileProblem, fingerprints, recheck_split, skipped_problems
 from fracture.data.pipeline import make_dataset, view_dataset
+from fracture.data.records import (
+    assigned_names,
+    audit_files,
+    hold_out_val,
+    recut,
+    scan_records,
+    unite_patients,
+    use_content_groups,
+)
 from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
+from fracture.data.tables import TableSource
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder
 
@@ -25,10 +33,22 @@ log = logging.getLogger(__name__)
 
 
 class FractureDataModule:
-    """Binary X-ray data from a folder of `train/`, `val/` and optional `test/` splits, one folder per class.
+    """Binary X-ray data: a folder of `train/`, `val/` and optional `test/` splits with one folder per class,
+    or the images that label tables list (`table`).
 
     Args:
-        root: folder holding the splits (the Kaggle dataset's layout).
+        root: folder holding the splits (the Kaggle dataset's layout), or the folder that a table's paths are
+            relative to (None: the first table's folder).
+        table: one or more label tables (CSV or Parquet, `fracture.data.tables`) instead of class folders.
+        columns: with `table`, which column holds what: `path`, `label`, and optionally `patient`, `study`,
+            `split` and `subgroups` (a list of columns such as body parts or views, reported per subgroup).
+        label_values: `{"positive": [...], "negative": [...]}`, the table values of each class (matched
+            case-insensitively; default: 1/yes/true/positive/fractured and 0/no/false/negative/not fractured).
+        split_values: the table values of each split (default: train, val/valid/validation, test).
+        from_path: fields read from each path value instead of a column: `{field: regular expression with
+            one group}` (MURA's patient and study folders).
+        find_by_name: find a table's file names anywhere under `root` (FracAtlas lists bare names).
+        header: whether the tables' first line names their columns (MURA's lists have none: columns "0", ...).
         image_size: side of the square images fed to the model, in pixels.
         batch_size: images per batch.
         positive_class: folder name of the positive class (label 1), matched case-insensitively.
@@ -64,7 +84,7 @@ class FractureDataModule:
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | None,
         image_size: int = 224,
         batch_size: int = 16,
         positive_class: str = "fractured",
@@ -83,6 +103,13 @@ class FractureDataModule:
         audit: dict | None = None,
         min_side: int = MIN_SIDE,
         max_aspect: float = MAX_ASPECT,
+        table: str | Path | list | None = None,
+        columns: dict | None = None,
+        label_values: dict | None = None,
+        split_values: dict | None = None,
+        from_path: dict | None = None,
+        find_by_name: bool = False,
+        header: bool = True,
     ):
         if image_size < 32:
             raise ConfigError(f"data.image_size must be at least 32 pixels, got {image_size}.")
@@ -103,7 +130,27 @@ class FractureDataModule:
             raise ConfigError("data.folds needs data.split=grouped: cross-validation folds are cut by group.")
         if folds is not None and not (folds >= 2 and 0 <= fold < folds):
             raise ConfigError(f"data.folds must be at least 2 and data.fold in [0, folds), got {folds} and {fold}.")
-        self.root = Path(root).expanduser()
+        tables = (
+            []
+            if table is None
+            else [Path(t).expanduser() for t in ([table] if isinstance(table, str | Path) else table)]
+        )
+        if root is None and not tables:
+            raise ConfigError("data.root must name the data folder (or data.table a label table).")
+        self.root = Path(root).expanduser() if root is not None else tables[0].parent
+        self.source = None
+        if tables:
+            options = {"labels": label_values, "splits": split_values}
+            self.source = TableSource(
+                tables,
+                self.root,
+                dict(columns or {}),
+                from_path=dict(from_path or {}),
+                find_by_name=find_by_name,
+                header=header,
+                **{key: dict(value) for key, value in options.items() if value},
+            )
+        self.unlisted_files = 0
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.class_names = (positive_class, negative_class)
@@ -128,15 +175,22 @@ class FractureDataModule:
     def setup(self) -> FractureDataModule:
         """Scan and check the image folders once; later calls are free."""
         if self._splits is None:
-            splits = scan_root(self.root, self.class_names, self.group_by, self.shape_limits)
+            limits = self.shape_limits
+            splits, self.unlisted_files = scan_records(self.root, self.source, self.class_names, self.group_by, limits)
             if self.group_by == "content":
-                self._use_content_groups(splits)
+                files = audit_files(splits, self.class_names) if self.source else None
+                use_content_groups(splits, self.root, files, self.audit_cache, self.audit_options, limits)
+            unite_patients(splits, self.source, self.group_by)
+            if "train" not in splits and self.split == "given" and self.split_file is None:
+                raise DataError(
+                    f"{self.source.tables[0]} says no split (no data.columns.split); cut one with data.split=grouped."
+                )
             if self.split_file is not None:
-                splits = self._recut(splits, read_split_csv(self.split_file), f"data.split_file={self.split_file}")
+                splits = self._cut(splits, read_split_csv(self.split_file), f"data.split_file={self.split_file}")
             elif self.split == "grouped":
-                splits = self._recut(splits, None, "data.split=grouped")
+                splits = self._cut(splits, None, "data.split=grouped")
             elif "val" not in splits:
-                splits["train"], splits["val"] = self._hold_out_val(splits["train"])
+                splits["train"], splits["val"] = hold_out_val(splits["train"], self.val_fraction, self.seed, self.root)
             # Folders list one class after the other; a fixed shuffle makes any first few evaluation
             # batches (limit_val_batches) hold both classes, and keeps prediction order reproducible.
             rng = np.random.default_rng(self.seed)
@@ -162,53 +216,17 @@ class FractureDataModule:
     def relative(self, path: str) -> str:
         return Path(path).relative_to(self.root).as_posix()
 
-    def _use_content_groups(self, splits: dict[str, SplitFiles]) -> None:
-        """Replace each file's group by its content group from the (cached) dataset audit."""
-        # OpenCV and faiss load only when content groups are used
-        from fracture.data.audit import AuditSettings, cached_audit
-
-        limits = self.shape_limits
-        known = {field.name for field in dataclasses.fields(AuditSettings)} - {"min_side", "max_aspect"}
-        if unknown := set(self.audit_options) - known:
-            raise ConfigError(f"data.audit has no setting(s) {sorted(unknown)}; it has {sorted(known)}.")
-        settings = AuditSettings(**self.audit_options, min_side=limits.min_side, max_aspect=limits.max_aspect)
-        group_of = cached_audit(self.root, self.audit_cache, settings).group_of()
-        for files in splits.values():
-            files.groups = [group_of.get(self.relative(path), path) for path in files.paths]
-
-    def _recut(self, splits: dict[str, SplitFiles], assigned: dict[str, str] | None, source: str):
+    def _cut(self, splits: dict[str, SplitFiles], assigned: dict[str, str] | None, source: str):
         """Pool the given splits and cut them again: by `assigned` (relative path -> split) or by group."""
-        pooled = SplitFiles(
-            "all",
-            [p for f in splits.values() for p in f.paths],
-            np.concatenate([f.labels for f in splits.values()]),
-            [g for f in splits.values() for g in f.groups],
-            [s for f in splits.values() for s in f.skipped],
-        )
-        if assigned is None:
+
+        def names_of(pooled: SplitFiles) -> np.ndarray:
+            if assigned is not None:
+                return assigned_names([self.relative(p) for p in pooled.paths], assigned, source, self.root)
             if self.folds is not None:
-                names = grouped_fold(pooled.labels, pooled.groups, self.folds, self.fold, self.seed)
-            else:
-                names = grouped_split(pooled.labels, pooled.groups, self.val_fraction, self.test_fraction, self.seed)
-        else:
-            relative = [self.relative(p) for p in pooled.paths]
-            missing = [r for r in relative if r not in assigned]
-            if missing:
-                log.warning("%d file(s) are not in %s and are left out, e.g. %s", len(missing), source, missing[0])
-            gone = set(assigned) - set(relative)
-            if gone:
-                raise DataError(f"{len(gone)} file(s) of {source} are missing under {self.root}, e.g. {min(gone)}.")
-            names = np.array([assigned.get(r, "") for r in relative], dtype=object)
-        result = {}
-        for name in ("train", "val", "test"):
-            indices = np.flatnonzero(names == name)
-            if len(indices):
-                result[name] = pooled.subset(indices, name)
-                result[name].skipped = pooled.skipped if name == "train" else []  # counted once
-        if "train" not in result or "val" not in result:
-            raise DataError(f"{source} left no train or no val files under {self.root}.")
-        log.info("%s: %s", source, {name: len(files) for name, files in result.items()})
-        return result
+                return grouped_fold(pooled.labels, pooled.groups, self.folds, self.fold, self.seed)
+            return grouped_split(pooled.labels, pooled.groups, self.val_fraction, self.test_fraction, self.seed)
+
+        return recut(splits, names_of, source, self.root)
 
     def write_split(self, path: str | Path) -> Path:
         """Save the cut in use as `split.csv` (path relative to the root, split, class folder, group)."""
@@ -217,20 +235,6 @@ class FractureDataModule:
             for file, label, group in zip(files.paths, files.labels, files.groups, strict=True):
                 rows.append((self.relative(file), name, self.class_names[1 - int(label)], group))
         return write_split_csv(path, rows)
-
-    def _hold_out_val(self, train: SplitFiles) -> tuple[SplitFiles, SplitFiles]:
-        folds = max(2, round(1.0 / self.val_fraction))
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=self.seed)
-        try:
-            train_idx, val_idx = next(splitter.split(train.paths, train.labels, groups=train.groups))
-        except ValueError as error:
-            raise DataError(f"cannot hold out a validation split from {self.root / 'train'}: {error}") from error
-        log.info(
-            "No val/ folder under %s: held out %d of %d images for validation.", self.root, len(val_idx), len(train)
-        )
-        val = train.subset(val_idx, "val")
-        val.skipped = []  # skipped files were counted with train/
-        return train.subset(train_idx, "train"), val
 
     def files(self, split: str) -> SplitFiles:
         """The checked files of `split` (`train`, `val` or `test`)."""
@@ -258,7 +262,7 @@ class FractureDataModule:
                 negative: files.class_counts()[0],
                 "groups": len(set(files.groups)),
                 "skipped": len(files.skipped),
-                "in_subfolders": sum(len(Path(self.relative(path)).parts) > 3 for path in files.paths),
+                "in_subfolders": 0 if self.source else sum(len(Path(self.relative(p)).parts) > 3 for p in files.paths),
             }
             for name, files in self.setup()._splits.items()
         }

@@ -34,7 +34,8 @@ class SplitFiles:
 
     A group id names the source image that a file was derived from, so that augmented copies of one
     radiograph can be kept together when splitting or reporting. Files that could not be read are listed
-    in `skipped` as `(path, reason)` pairs.
+    in `skipped` as `(path, reason)` pairs. A label table (`fracture.data.tables`) may also say each image's
+    patient and study, and subgroup columns (body part, view, hardware): None / {} where it does not.
     """
 
     name: str
@@ -42,18 +43,47 @@ class SplitFiles:
     labels: np.ndarray
     groups: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    patients: list[str] | None = None
+    studies: list[str] | None = None
+    subgroups: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, indices, name: str | None = None) -> SplitFiles:
         indices = np.asarray(indices, dtype=int)
+
+        def pick(values):
+            return None if values is None else [values[i] for i in indices]
+
         return SplitFiles(
             name=name or self.name,
-            paths=[self.paths[i] for i in indices],
+            paths=pick(self.paths),
             labels=self.labels[indices],
-            groups=[self.groups[i] for i in indices],
+            groups=pick(self.groups),
             skipped=list(self.skipped),
+            patients=pick(self.patients),
+            studies=pick(self.studies),
+            subgroups={column: pick(values) for column, values in self.subgroups.items()},
+        )
+
+    @staticmethod
+    def pooled(splits: list[SplitFiles], name: str = "all") -> SplitFiles:
+        """Every file of `splits` in one list (to be cut again); patients and studies only if all have them."""
+
+        def joined(values):
+            return None if any(v is None for v in values) else [x for v in values for x in v]
+
+        columns = set.intersection(*(set(files.subgroups) for files in splits)) if splits else set()
+        return SplitFiles(
+            name,
+            [p for f in splits for p in f.paths],
+            np.concatenate([f.labels for f in splits]),
+            [g for f in splits for g in f.groups],
+            [s for f in splits for s in f.skipped],
+            patients=joined([f.patients for f in splits]),
+            studies=joined([f.studies for f in splits]),
+            subgroups={c: [x for f in splits for x in f.subgroups[c]] for c in sorted(columns)},
         )
 
     def class_counts(self) -> dict[int, int]:

@@ -67,6 +67,30 @@ def grouped_fold(labels: np.ndarray, groups: list[str], folds: int, fold: int, s
     return np.where(fold_of == fold, "val", "train").astype(object)
 
 
+def united_groups(*keys: list[str | None]) -> list[str]:
+    """A group id per file, joining every two files that share a value of any key (a content group, a patient
+    id; None joins nothing): the connected components of all the relations. A component is named by its
+    first file's first key."""
+    count = len(keys[0])
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for values in keys:
+        first: dict[str, int] = {}
+        for index, value in enumerate(values):
+            if value is None:
+                continue
+            other = first.setdefault(value, index)
+            parent[root(index)] = root(other)
+    names: dict[int, str] = {}
+    return [names.setdefault(root(i), keys[0][i]) for i in range(count)]
+
+
 def write_split_csv(path: str | Path, rows: list[tuple[str, str, str, str]]) -> Path:
     """Write (relative path, split, class folder, group) rows as `split.csv`."""
     buffer = io.StringIO()

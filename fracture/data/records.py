@@ -1,0 +1,123 @@
+"""The data module's files: scanned from class folders or label tables, grouped so that no group crosses a
+split, and cut into train/val/test.
+
+A group holds the files that must stay on one side of a cut: copies of one radiograph (the content audit,
+`group_by="content"`), a file-name prefix (`"filename"`), and every image of one patient when a label table
+says whose image it is. Content and patient groups are united: a group is a connected component of both
+relations (`splits.united_groups`), so two views of one patient and a copy of either stay together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from fracture.data.folders import SplitFiles, data_root, filename_group, scan_root
+from fracture.data.geometry import ShapeLimits
+from fracture.data.splits import united_groups
+from fracture.data.tables import TableSource, scan_tables
+from fracture.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def scan_records(
+    root: Path, source: TableSource | None, class_names: tuple[str, str], group_by: str | None, limits: ShapeLimits
+) -> tuple[dict[str, SplitFiles], int]:
+    """({split: checked files}, image files under `root` that no table row names) from the class folders
+    under `root`, or from the label tables of `source`."""
+    if source is None:
+        return scan_root(root, class_names, group_by, limits), 0
+    data_root(root)
+    splits, unlisted = scan_tables(source, class_names, limits)
+    if group_by == "filename":
+        for files in splits.values():
+            files.groups = [
+                filename_group(Path(p), class_names[1 - int(y)]) for p, y in zip(files.paths, files.labels, strict=True)
+            ]
+    return splits, unlisted
+
+
+def audit_files(splits: dict[str, SplitFiles], class_names: tuple[str, str]) -> list[tuple[Path, str, str]]:
+    """(path, split, class) of every file, for the content audit of a label table's images."""
+    return [
+        (Path(path), files.name, class_names[1 - int(label)])
+        for files in splits.values()
+        for path, label in zip(files.paths, files.labels, strict=True)
+    ]
+
+
+def use_content_groups(splits, root: Path, files, audit_cache, audit_options: dict, limits: ShapeLimits) -> None:
+    """Replace each file's group by its content group from the (cached) dataset audit of `files` (None: the
+    class folders under `root`)."""
+    # OpenCV and faiss load only when content groups are used
+    from fracture.data.audit import AuditSettings, cached_audit
+
+    known = {field.name for field in dataclasses.fields(AuditSettings)} - {"min_side", "max_aspect"}
+    if unknown := set(audit_options) - known:
+        raise ConfigError(f"data.audit has no setting(s) {sorted(unknown)}; it has {sorted(known)}.")
+    settings = AuditSettings(**audit_options, min_side=limits.min_side, max_aspect=limits.max_aspect)
+    group_of = cached_audit(root, audit_cache, settings, files).group_of()
+    for split in splits.values():
+        split.groups = [group_of.get(Path(path).relative_to(root).as_posix(), path) for path in split.paths]
+
+
+def unite_patients(splits: dict[str, SplitFiles], source: TableSource | None, group_by: str | None) -> None:
+    """Put a patient's images in one group with every copy of them; say so when a table gives neither."""
+    if all(files.patients is not None for files in splits.values()):
+        pooled = SplitFiles.pooled(list(splits.values()))
+        united = united_groups(pooled.groups, pooled.patients)
+        start = 0
+        for files in splits.values():
+            files.groups, start = united[start : start + len(files)], start + len(files)
+    elif source is not None and group_by is None:
+        log.warning(
+            "%s names no patient (data.columns.patient) and data.group_by is null: nothing keeps a patient's "
+            "images, or copies of one radiograph, on one side of a split.",
+            source.tables[0],
+        )
+
+
+def recut(splits: dict[str, SplitFiles], names_of, source: str, root: Path) -> dict[str, SplitFiles]:
+    """Pool the splits and cut them again: `names_of(pooled)` gives each file's split ('' leaves it out)."""
+    pooled = SplitFiles.pooled(list(splits.values()))
+    names = names_of(pooled)
+    result = {}
+    for name in ("train", "val", "test"):
+        indices = np.flatnonzero(names == name)
+        if len(indices):
+            result[name] = pooled.subset(indices, name)
+            result[name].skipped = pooled.skipped if name == "train" else []  # counted once
+    if "train" not in result or "val" not in result:
+        raise DataError(f"{source} left no train or no val files under {root}.")
+    log.info("%s: %s", source, {name: len(files) for name, files in result.items()})
+    return result
+
+
+def assigned_names(relative: list[str], assigned: dict[str, str], source: str, root: Path) -> np.ndarray:
+    """Each file's split from a `split.csv` (relative path -> split); files it does not name are left out."""
+    missing = [r for r in relative if r not in assigned]
+    if missing:
+        log.warning("%d file(s) are not in %s and are left out, e.g. %s", len(missing), source, missing[0])
+    gone = set(assigned) - set(relative)
+    if gone:
+        raise DataError(f"{len(gone)} file(s) of {source} are missing under {root}, e.g. {min(gone)}.")
+    return np.array([assigned.get(r, "") for r in relative], dtype=object)
+
+
+def hold_out_val(train: SplitFiles, val_fraction: float, seed: int, root: Path) -> tuple[SplitFiles, SplitFiles]:
+    """(train, val) from a train split alone: whole groups held out, stratified by label."""
+    folds = max(2, round(1.0 / val_fraction))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    try:
+        train_idx, val_idx = next(splitter.split(train.paths, train.labels, groups=train.groups))
+    except ValueError as error:
+        raise DataError(f"cannot hold out a validation split from {root / 'train'}: {error}") from error
+    log.info("No val/ folder under %s: held out %d of %d images for validation.", root, len(val_idx), len(train))
+    val = train.subset(val_idx, "val")
+    val.skipped = []  # skipped files were counted with train/
+    return train.subset(train_idx, "train"), val
