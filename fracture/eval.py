@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fracture.cli import CONFIG_DIR, build, prepare_backend, user_errors
 from fracture.evaluation import plots
@@ -16,6 +17,24 @@ from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
 from fracture.io import read_history
 from fracture.models.checkpoint import read_metadata
+
+
+def trained_data_root(ckpt_path: str | Path) -> Path | None:
+    """The `data.root` of the run that trained `ckpt_path` (`<run>/checkpoints/x.keras`), or None."""
+    saved = Path(ckpt_path).expanduser().resolve().parent.parent / ".hydra" / "config.yaml"
+    try:
+        root = OmegaConf.select(OmegaConf.load(saved), "data.root", throw_on_resolution_failure=True)
+    except (OSError, ValueError, OmegaConfBaseException):
+        return None
+    return Path(root).expanduser().resolve() if root else None
+
+
+def is_external(cfg: DictConfig, datamodule) -> bool:
+    """`external=auto`: the split is `all`, or the data root is not the training run's."""
+    if cfg.external != "auto":
+        return bool(cfg.external)
+    trained = trained_data_root(cfg.ckpt_path)
+    return cfg.split == "all" or (trained is not None and trained != datamodule.root.resolve())
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -42,9 +61,11 @@ def evaluate(cfg: DictConfig) -> dict:
         output_dir=output_dir,
         seed=cfg.seed,
         training_curves=curves,
+        external=is_external(cfg, datamodule),
         **cfg.eval,
     )
-    print_summary(results, [split], cfg.paths.output_dir)
+    reported = [name for name in (split, f"{split}_site_rest") if f"{name}/auroc" in results]
+    print_summary(results, reported, cfg.paths.output_dir)
     return results
 
 

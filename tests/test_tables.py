@@ -200,3 +200,34 @@ def test_the_audit_command_audits_the_files_a_table_lists(tmp_path):
         files = datamodule.files(split)
         where.update({Path(p).name: (split, g) for p, g in zip(files.paths, files.groups, strict=True)})
     assert where["IMG0000099.jpg"] == where["IMG0000000.jpg"]  # one group, on one side of the cut
+
+
+@pytest.mark.skipif(not SHARED_FRACATLAS.is_dir(), reason="the shared FracAtlas subset is not on this machine")
+def test_a_tiny_model_trains_and_is_evaluated_on_the_shared_fracatlas_by_subgroup(tmp_path):
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    result = run_cli(
+        "fracture.train",
+        "data=fracatlas",
+        f"data.root={SHARED_FRACATLAS}",
+        "data.group_by=null",  # FracAtlas holds distinct radiographs; the content audit is another test's
+        "data.image_size=48",
+        "data.batch_size=64",
+        "model=tiny",
+        "trainer.epochs=1",
+        "eval.bootstrap_resamples=20",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    table = {row["image_id"]: row for row in read_rows(SHARED_FRACATLAS / "dataset.csv")}
+    for split in ("val", "test"):
+        predicted = [
+            Path(row.split(",")[0]).name for row in (run / f"{split}_predictions.csv").read_text().splitlines()[1:]
+        ]
+        assert metrics[f"{split}/n"] == len(predicted)
+        for column in ("hand", "leg", "hip", "shoulder", "hardware", "lateral"):
+            expected = sum(table[name][column] == "1" for name in predicted)
+            assert metrics[f"{split}/subgroup/{column}/n"] == expected, (split, column)
+    assert "### Subgroups" in (run / "report.md").read_text()

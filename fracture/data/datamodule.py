@@ -168,6 +168,7 @@ class FractureDataModule:
         self.audit_options = dict(audit or {})
         self.shape_limits = ShapeLimits(int(min_side), float(max_aspect))
         self._splits: dict[str, SplitFiles] | None = None
+        self._parts: dict[str, SplitFiles] = {}  # `all`, and parts made evaluable by `add_split`
         self._fingerprints: dict[str, np.ndarray] = {}
         self.run_problems: list[FileProblem] = []
 
@@ -201,6 +202,7 @@ class FractureDataModule:
     def recheck(self) -> list[FileProblem]:
         """Drop files deleted or broken since `setup`, keep replaced ones that still decode; returns what changed."""
         found = []
+        self._parts.pop("all", None)  # pooled again from the rechecked splits
         for name, files in self.setup()._splits.items():
             self._splits[name], self._fingerprints[name], problems = recheck_split(
                 files, self._fingerprints[name], self.shape_limits
@@ -237,11 +239,20 @@ class FractureDataModule:
         return write_split_csv(path, rows)
 
     def files(self, split: str) -> SplitFiles:
-        """The checked files of `split` (`train`, `val` or `test`)."""
+        """The checked files of `split`: `train`, `val`, `test`, `all` (every split's, for evaluating a model on
+        data it was not trained on), or a part added by `add_split`."""
         splits = self.setup()._splits
+        if split == "all" and "all" not in self._parts:
+            self._parts["all"] = SplitFiles.pooled(list(splits.values()))
+        if split in self._parts:
+            return self._parts[split]
         if split not in splits:
-            raise DataError(f"{self.root} has no {split}/ split; present: {sorted(splits)}.")
+            raise DataError(f"{self.root} has no {split}/ split; present: {sorted(splits)} (and all).")
         return splits[split]
+
+    def add_split(self, name: str, files: SplitFiles) -> None:
+        """Make a part of a split evaluable by name (an external site's held-out part, see `fracture.eval`)."""
+        self._parts[name] = files
 
     def shared_with_train(self, split: str) -> tuple[int, int]:
         """(files, groups) of `split` whose group also has files in train: leakage that inflates its scores."""
@@ -250,7 +261,7 @@ class FractureDataModule:
         return len(shared), len(set(shared))
 
     def has_split(self, split: str) -> bool:
-        return split in self.setup()._splits
+        return split in self.setup()._splits or split == "all" or split in self._parts
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per split: images per class, groups, skipped files, and images found in subfolders of a class

@@ -18,8 +18,11 @@ from sklearn.metrics import brier_score_loss
 
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
+from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import evidence, fit_calibration
+from fracture.evaluation.cohorts import study_level, study_threshold, subgroup_results, write_studies
+from fracture.evaluation.external import adopt_at_site, training_figures
 from fracture.evaluation.metrics import (
     binary_metrics,
     classification_report,
@@ -44,6 +47,7 @@ class SplitEvaluation:
     results: dict
     figures: dict[str, Path] = field(default_factory=dict)
     report_text: str = ""
+    subgroups: list[dict] = field(default_factory=list)  # `cohorts.subgroup_results` rows
 
 
 class Evaluator:
@@ -58,10 +62,21 @@ class Evaluator:
             network's own output. The threshold is chosen on the calibrated scale, both are stored in the
             checkpoint together, and every consumer (`Predictor`, the service, exports) applies them.
         bootstrap_resamples: resamples for the AUROC interval (resampling groups where they are known).
+        study_aggregation: a study's probability from its images' (`mean`, as MURA, or `max`).
+        external: the data is not the one the model was trained on: keep the threshold and calibration that
+            the checkpoint holds from its training data's validation split, never fit them on this data.
     """
 
     def __init__(
-        self, ckpt_path, datamodule, target_sensitivity=None, calibration=None, bootstrap_resamples=1000, seed=0
+        self,
+        ckpt_path,
+        datamodule,
+        target_sensitivity=None,
+        calibration=None,
+        bootstrap_resamples=1000,
+        seed=0,
+        study_aggregation="mean",
+        external=False,
     ):
         self.ckpt_path = Path(ckpt_path)
         self.model, self.metadata = load_checkpoint(self.ckpt_path, compile=False)
@@ -72,7 +87,10 @@ class Evaluator:
         self._prepared = False
         self.bootstrap_resamples = bootstrap_resamples
         self.seed = seed
+        self.study_aggregation = study_aggregation
+        self.external = external
         self._predictions: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        self.studies: dict[str, tuple] = {}  # split -> `cohorts.study_level` of its predictions
 
     def raw_predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(labels, the network's P(positive), group ids) for every image of `split`, in file order."""
@@ -101,7 +119,12 @@ class Evaluator:
             and self.metadata.get("threshold_method") == rule
             and (stored.method if stored else None) == self.calibration_method
         )
-        if same:
+        if self.external and self.metadata.get("threshold_source") not in ("val", "site"):
+            raise ConfigError(
+                f"{self.ckpt_path} holds no threshold chosen on its training data's validation split, which an "
+                "external evaluation keeps; evaluate it on its own data first (python -m fracture.eval split=val)."
+            )
+        if same or self.external:
             self.calibration = stored
         else:
             y_val, raw_val, _ = self.raw_predictions("val")
@@ -125,7 +148,7 @@ class Evaluator:
 
     def leakage(self, split: str) -> dict:
         """Files of `split` that share a group (a radiograph, with content groups) with train, warned about."""
-        if split == "train" or not self.datamodule.has_split("train"):
+        if split == "train" or self.external or not self.datamodule.has_split("train"):
             return {}
         files, groups = self.datamodule.shared_with_train(split)
         if files:
@@ -195,8 +218,37 @@ class Evaluator:
                 y_true, reliability, plot_dir / f"{split}_reliability.png"
             ),
         }
+        files, rows = self.datamodule.files(split), []
+        if files.subgroups:
+            extra, rows = subgroup_results(
+                split, y_true, y_prob, threshold, files.subgroups, groups, self.bootstrap_resamples, self.seed
+            )
+            results.update(extra)
+            overall = (scores["auroc"], scores["auroc_ci_low"], scores["auroc_ci_high"])
+            figures["AUROC by subgroup"] = plots.forest_plot(rows, overall, plot_dir / f"{split}_subgroups.png")
+        if files.studies is not None:
+            results.update(self.study_results(split))
         report_text = classification_report(y_true, y_prob, threshold, class_names)
-        return SplitEvaluation(split, results, figures, report_text)
+        return SplitEvaluation(split, results, figures, report_text, rows)
+
+    def study_results(self, split: str) -> dict:
+        """Study-level figures: each study's probability aggregated from its images', judged at a threshold
+        chosen on the validation split's studies (the image threshold for external data)."""
+        y_true, y_prob, _ = self.predictions(split)
+        files = self.datamodule.files(split)
+        threshold, source = self.threshold(), "the image threshold"
+        if not self.external and self.datamodule.has_split("val") and self.datamodule.files("val").studies:
+            y_val, p_val, _ = self.predictions("val")
+            studies_val = self.datamodule.files("val").studies
+            threshold = study_threshold(y_val, p_val, studies_val, self.study_aggregation, self.target_sensitivity)
+            source = "validation studies"
+        self.studies[split] = study_level(y_true, y_prob, files.studies, self.study_aggregation)
+        labels, probabilities = self.studies[split][:2]
+        scores = binary_metrics(labels, probabilities, threshold, None, self.bootstrap_resamples, self.seed)
+        results = {f"{split}/study/{key}": value for key, value in scores.items()}
+        results[f"{split}/study/aggregation"] = self.study_aggregation
+        results[f"{split}/study/threshold_source"] = source
+        return results
 
 
 def evaluate_checkpoint(
@@ -210,20 +262,43 @@ def evaluate_checkpoint(
     seed: int = 0,
     training_curves: Path | None = None,
     qualifiers: list[str] | None = None,
+    study_aggregation: str = "mean",
+    external: bool = False,
+    recalibrate_fraction: float = 0.0,
 ) -> dict:
     """Evaluate `ckpt_path` on `splits`; write `metrics.json` (merged with any existing), `plots/` and `report.md`.
     `qualifiers` are sentences about how the model was trained that the report puts before its numbers.
+    With `external`, the data is not the one the model was trained on (`fracture.evaluation.external`): the
+    training's threshold and calibration are kept, or, with `recalibrate_fraction`, refit on that share of
+    each split (as `site_model.keras`) and every figure reported on the rest.
 
     Returns the metrics, slash-namespaced: `val/auroc`, `test/sensitivity`, `test/group/auroc`, ...
     """
     output_dir = Path(output_dir)
+    if recalibrate_fraction and not external:
+        raise ConfigError("eval.recalibrate_fraction refits on external data only (fracture.eval external=true).")
     datamodule.recheck()  # files deleted or broken during training must not break the predictions below
     problems = datamodule.file_problems()
-    evaluator = Evaluator(ckpt_path, datamodule, target_sensitivity, calibration, bootstrap_resamples, seed)
+    evaluator = Evaluator(
+        ckpt_path, datamodule, target_sensitivity, calibration, bootstrap_resamples, seed, study_aggregation, external
+    )
+    context = {}
+    if external:
+        context = {"root": str(datamodule.root), "training": training_figures(ckpt_path)}
+        if recalibrate_fraction:
+            context["site_parts"] = {}
+            parts = [adopt_at_site(evaluator, split, recalibrate_fraction, output_dir) for split in splits]
+            for split, part in zip(splits, parts, strict=True):
+                context["site_parts"][part] = len(datamodule.files(f"{split}_site_fit"))
+            splits = parts
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
     for split in splits:
         evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")
+        if split in evaluator.studies:
+            write_studies(output_dir / f"{split}_studies.csv", *evaluator.studies[split])
     results = {key: value for evaluation in evaluations for key, value in evaluation.results.items()}
+    results["evaluation/external"] = bool(external)
+    results.update({f"training/val/{key}": value for key, value in context.get("training", {}).items()})
     results.update(record_problems(problems, output_dir))
     RunFolder(output_dir).add_metrics(results)
     write_report(
@@ -234,5 +309,6 @@ def evaluate_checkpoint(
         training_curves,
         problems,
         qualifiers or (),
+        context,
     )
     return results

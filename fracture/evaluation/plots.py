@@ -81,3 +81,25 @@ def reliability_diagram(y_true, probabilities: dict[str, np.ndarray], path: Path
     axis.set(title="Reliability diagram", xlabel="mean predicted P(fractured)", ylabel="observed fraction fractured")
     axis.legend(loc="upper left")
     return _save(figure, path)
+
+
+def forest_plot(rows: list[dict], overall: tuple[float, float, float], path: Path) -> Path:
+    """AUROC with its 95% interval per subgroup (`cohorts.subgroup_results` rows), beside the whole split's
+    (`overall`: AUROC, low, high); subgroups too small to measure are drawn hollow and marked."""
+    figures = ("auroc", "auroc_ci_low", "auroc_ci_high")
+    shown = [row for row in rows if row["n"] and np.all(np.isfinite([row[key] for key in figures]))]
+    figure = Figure(figsize=(5.6, 0.8 + 0.32 * (len(shown) + 1)))
+    axis = figure.subplots()
+    labels = ["whole split"]
+    auroc, low, high = overall
+    axis.errorbar([auroc], [0], xerr=[[auroc - low], [high - auroc]], fmt="D", color="black", capsize=3)
+    for y, row in enumerate(shown, start=1):
+        error = [[row["auroc"] - row["auroc_ci_low"]], [row["auroc_ci_high"] - row["auroc"]]]
+        face = "none" if row["too_small"] else "tab:blue"
+        axis.errorbar([row["auroc"]], [y], xerr=error, fmt="o", color="tab:blue", mfc=face, capsize=3)
+        labels.append(f"{row['subgroup']} (n={row['n']}){' *' if row['too_small'] else ''}")
+    axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+    axis.set_yticks(range(len(labels)), labels)
+    axis.invert_yaxis()
+    axis.set(xlim=(0.0, 1.0), xlabel="AUROC (95% interval)", title="AUROC by subgroup (* too few to measure)")
+    return _save(figure, path)

@@ -68,6 +68,60 @@ def _thin_calibration_warning(results: dict, calibration: str, metadata: dict) -
     )
 
 
+def _external_lines(external: dict, metadata: dict) -> list[str]:
+    """What an external evaluation kept from training, and what a site refit."""
+    lines = [
+        f"- **External validation**: `{external['root']}` is not the data this model was trained on. The threshold "
+        "and calibration are the ones chosen on the training data's validation split"
+    ]
+    for part, fitted in external.get("site_parts", {}).items():
+        lines[0] = (
+            f"- **External validation, adopted at this site**: `{external['root']}` is not the data this model was "
+            f"trained on. Its calibration and threshold were refit on {fitted} labelled images of this site "
+            f"(`site_model.keras`, threshold {metadata['threshold']:.4f}); every figure below is on the other "
+            f"images (`{part}`), which neither the training nor the refit saw"
+        )
+    return lines
+
+
+def _comparison_table(training: dict, results: dict, split: str) -> list[str]:
+    """The training run's validation figures beside this split's."""
+    lines = ["| figure | training data, validation | this data |", "|---|---|---|"]
+    for label, key in [("AUROC", "auroc"), ("Sensitivity", "sensitivity"), ("Specificity", "specificity")]:
+        lines.append(f"| {label} | {_number(training.get(key, float('nan')))} | {_number(results[f'{split}/{key}'])} |")
+    lines.append(f"| Images | {training.get('n', 'n/a')} | {results[f'{split}/n']} |")
+    return lines
+
+
+def _subgroup_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| subgroup | images (positive) | AUROC (95% CI) | sensitivity | specificity | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        auroc = "n/a"
+        if row["n"]:
+            auroc = f"{_number(row['auroc'])} ({_number(row['auroc_ci_low'])}-{_number(row['auroc_ci_high'])})"
+        cells = [_number(row[key]) if row["n"] else "n/a" for key in ("sensitivity", "specificity")]
+        note = "too few to measure" if row["too_small"] else ""
+        lines.append(
+            f"| {row['subgroup']} | {row['n']} ({row['positives']}) | {auroc} | {' | '.join(cells)} | {note} |"
+        )
+    return lines
+
+
+def _study_lines(results: dict, split: str) -> list[str]:
+    study = f"{split}/study"
+    return [
+        f"Per study ({results[f'{study}/n']} studies, {results[f'{study}/positives']} positive; a study's "
+        f"probability is the {results[f'{study}/aggregation']} of its images'): AUROC {_with_ci(results, study)}, "
+        f"sensitivity {_number(results[f'{study}/sensitivity'])} and specificity "
+        f"{_number(results[f'{study}/specificity'])} at threshold {results[f'{study}/threshold']:.4f} (chosen on "
+        f"{results[f'{study}/threshold_source']}), Cohen's kappa {_number(results[f'{study}/cohen_kappa'])}.",
+        "",
+    ]
+
+
 def write_report(
     path: Path,
     evaluations,
@@ -76,10 +130,12 @@ def write_report(
     training_curves: Path | None = None,
     problems=(),
     qualifiers=(),
+    external: dict | None = None,
 ) -> Path:
     """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it, the data
     `problems` (`fracture.data.health.FileProblem`) of the run, and `qualifiers` (sentences about how the
-    model was trained, e.g. epochs cut short) before any number."""
+    model was trained, e.g. epochs cut short) before any number. `external` (root, the training run's
+    validation figures, site parts) marks an evaluation on data the model was not trained on."""
     positive, negative = metadata["positive_class"], metadata["negative_class"]
     threshold = metadata["threshold"]
     lines = [
@@ -97,6 +153,8 @@ def write_report(
             f"- Probabilities calibrated by {metadata['calibration']['method']} scaling fitted on validation; "
             "the threshold is on the calibrated scale"
         )
+    if external:
+        lines += _external_lines(external, metadata)
     for qualifier in qualifiers:
         lines.append(f"- **Training was shortened:** {qualifier}")
     if problems:
@@ -124,6 +182,17 @@ def write_report(
                 "judge the model on a held-out test split."
             )
         lines += ["", *_metrics_table(evaluation), ""]
+        if external and external.get("training"):
+            lines += [
+                "Beside the training data's own validation figures:",
+                "",
+                *_comparison_table(external["training"], results, split),
+                "",
+            ]
+        if f"{split}/study/auroc" in results:
+            lines += _study_lines(results, split)
+        if evaluation.subgroups:
+            lines += ["### Subgroups", "", *_subgroup_table(evaluation.subgroups), ""]
         calibration = f"{split}/calibration"
         if f"{calibration}/method" in results:
             brier = f"Brier {results[f'{calibration}/brier_before']:.4f} -> {results[f'{calibration}/brier_after']:.4f}"

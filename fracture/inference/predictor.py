@@ -80,7 +80,7 @@ class Predictor:
         self.threshold = float(metadata.get("threshold", 0.5))
         # Fitted on validation by evaluation; the threshold is on the same (calibrated) scale.
         self.calibration = Calibration.from_dict(metadata.get("calibration"))
-        if metadata.get("threshold_source") != "val":
+        if metadata.get("threshold_source") not in ("val", "site"):  # site: refit on a site's own images
             warnings.warn(
                 f"this checkpoint has no validation threshold; using {self.threshold}. "
                 "Run python -m fracture.eval on it to choose and store one.",
