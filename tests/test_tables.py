@@ -71,11 +71,18 @@ def test_fracatlas_layout_through_its_preset(tmp_path):
     }
 
 
-def test_a_table_with_a_bom_semicolons_and_windows_line_ends_reads_like_a_plain_one(tmp_path):
+def test_a_table_with_a_bom_semicolons_and_windows_line_ends_or_in_parquet_reads_like_a_plain_one(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
     rows = [["file", "finding"], ["a.png", "yes"], ["b.png", "No"]]
     plain = read_rows(write_csv(tmp_path / "plain.csv", rows))
     assert read_rows(write_csv(tmp_path / "excel.csv", rows, separator=";", line_end="\r\n", bom=True)) == plain
     assert plain == [{"file": "a.png", "finding": "yes"}, {"file": "b.png", "finding": "No"}]
+    pyarrow.parquet.write_table(
+        pyarrow.table({"file": ["a.png", "b.png"], "finding": ["yes", "No"]}), tmp_path / "t.parquet"
+    )
+    assert read_rows(tmp_path / "t.parquet") == plain
 
 
 def plain_table(tmp_path, rows, **options) -> FractureDataModule:
@@ -231,3 +238,37 @@ def test_a_tiny_model_trains_and_is_evaluated_on_the_shared_fracatlas_by_subgrou
             expected = sum(table[name][column] == "1" for name in predicted)
             assert metrics[f"{split}/subgroup/{column}/n"] == expected, (split, column)
     assert "### Subgroups" in (run / "report.md").read_text()
+
+
+def test_a_dicom_export_is_labelled_by_study_through_its_headers(tmp_path):
+    from test_readers import grey_scene, write_dicom
+
+    export = tmp_path / "export"
+    (export / "x").mkdir(parents=True)
+    rows = [["StudyInstanceUID", "label"]]
+    for study in range(12):
+        rows.append([f"1.2.{study}", "fractured" if study % 2 else "not fractured"])
+        for image, view in enumerate(("AP", "LAT")):
+            pixels = np.roll(grey_scene(64, 64), 5 * study + image, axis=1).astype(np.uint16) * 16
+            elements = {"PatientID": f"P{study // 2}", "StudyInstanceUID": f"1.2.{study}", "ViewPosition": view}
+            write_dicom(
+                export / "x" / f"1.3.{study}.{image}", pixels, "MONOCHROME2", BodyPartExamined="WRIST", **elements
+            )
+    write_dicom(export / "x" / "1.3.nokey", grey_scene(64, 64).astype(np.uint16), "MONOCHROME2", PatientID="P9")
+    rows.append(["1.2.99", "fractured"])  # a label row that no header has
+    write_csv(export / "labels.csv", rows)
+    cfg = compose_config(tmp_path, "data=dicom", f"data.root={export}", "data.group_by=null", "data.image_size=48")
+    cfg.data.dicom_cache = str(tmp_path / "cache")
+    datamodule = instantiate(cfg.data, _convert_="all").setup()
+    splits = [datamodule.files(name) for name in ("train", "val", "test") if datamodule.has_split(name)]
+    assert sum(map(len, splits)) == 24
+    where = defaultdict(set)
+    for files in splits:
+        for patient, study, view in zip(files.patients, files.studies, files.subgroups["ViewPosition"], strict=True):
+            where[patient].add(files.name)
+            assert view in ("AP", "LAT") and study.startswith("1.2.")
+    assert all(len(names) == 1 for names in where.values())  # a patient's two studies stay together
+    problems = {Path(p.path).name: p.problem for p in datamodule.file_problems()}
+    assert "its header has no StudyInstanceUID" in problems["1.3.nokey"]
+    assert "no DICOM file's header has it" in problems["StudyInstanceUID=1.2.99"]
+    assert len(list((tmp_path / "cache").glob("headers-*.json"))) == 1  # read once, then from the cache

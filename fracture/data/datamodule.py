@@ -49,6 +49,8 @@ class FractureDataModule:
             one group}` (MURA's patient and study folders).
         find_by_name: find a table's file names anywhere under `root` (FracAtlas lists bare names).
         header: whether the tables' first line names their columns (MURA's lists have none: columns "0", ...).
+        dicom_key: the files under `root` are a DICOM export: their headers give the rows, joined with the
+            table's labels by this header field (`fracture.data.dicom_index`); `dicom_cache` keeps the headers.
         image_size: side of the square images fed to the model, in pixels.
         batch_size: images per batch.
         positive_class: folder name of the positive class (label 1), matched case-insensitively.
@@ -110,6 +112,8 @@ class FractureDataModule:
         from_path: dict | None = None,
         find_by_name: bool = False,
         header: bool = True,
+        dicom_key: str | None = None,
+        dicom_cache: str | Path | None = DEFAULT_CACHE,
     ):
         if image_size < 32:
             raise ConfigError(f"data.image_size must be at least 32 pixels, got {image_size}.")
@@ -148,6 +152,8 @@ class FractureDataModule:
                 from_path=dict(from_path or {}),
                 find_by_name=find_by_name,
                 header=header,
+                dicom_key=dicom_key,
+                dicom_cache=dicom_cache,
                 **{key: dict(value) for key, value in options.items() if value},
             )
         self.unlisted_files = 0

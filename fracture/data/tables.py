@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fracture.data.dicom_index import header_rows
 from fracture.data.folders import SplitFiles, is_ignored, unreadable_reason
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import IMAGE_SUFFIXES
 from fracture.errors import DataError
+from fracture.io import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,17 @@ class TableSource:
     from_path: dict = field(default_factory=dict)  # field -> regular expression with one group, on the path value
     find_by_name: bool = False
     header: bool = True  # whether the tables' first line names their columns
+    # A DICOM export (fracture.data.dicom_index): the files under `root` are DICOM, their headers give the rows,
+    # and the tables' column named `dicom_key` (a header field, e.g. StudyInstanceUID) joins the labels.
+    dicom_key: str | None = None
+    dicom_cache: str | Path | None = DEFAULT_CACHE
 
     def column(self, name: str) -> str | None:
         return self.columns.get(name) or None
+
+    def gives(self, name: str) -> bool:
+        """Whether the tables say `name` (patient, study, ...) for their images, by a column or a path."""
+        return self.column(name) is not None or name in self.from_path
 
 
 def value_map(mapping: dict[str, list], setting: str) -> dict[str, str]:
@@ -179,15 +189,12 @@ def check_studies(studies: list[str | None], labels: list[int]) -> None:
         raise DataError(f"{len(mixed)} stud(ies) have images of both labels, e.g. {mixed[0]}; a study has one finding.")
 
 
-def scan_tables(
-    source: TableSource, class_names: tuple[str, str], limits: ShapeLimits = DEFAULT_LIMITS, workers: int = 8
-) -> tuple[dict[str, SplitFiles], int]:
-    """({split: SplitFiles}, files under `root` that no row names). Without a split column or field every
-    image is in `"all"`, to be cut by group (`data.split=grouped`)."""
+def table_entries(source: TableSource) -> tuple[dict[Path, tuple[int, str, dict]], list[tuple[str, str]]]:
+    """({file: (label, split, fields)}, [(path, why it is left out)]) from every row of the tables."""
     label_of = value_map(source.labels, "data.label_values")
     split_of = value_map(source.splits, "data.split_values")
     resolve = resolver(source)
-    entries: dict[Path, tuple[int, str, dict]] = {}  # file -> (label, split, fields)
+    entries: dict[Path, tuple[int, str, dict]] = {}
     skipped: list[tuple[str, str]] = []
     for table in source.tables:
         if not table.is_file():
@@ -195,28 +202,40 @@ def scan_tables(
         rows = read_rows(table, source.header)
         if not rows:
             raise DataError(f"{table} has no rows: a label table needs a header and one row per image.")
+        if source.dicom_key:
+            rows, problems = header_rows(source.root, rows, source.dicom_key, source.dicom_cache)
+            skipped += problems
+            if not rows:
+                raise DataError(f"no DICOM file under {source.root} matches a row of {table} by {source.dicom_key}.")
         values = field_values(source, rows, table)
         labels = mapped(values["label"], label_of, "data.label_values", f"{table}'s labels")
-        splits = (
-            values["split"]
-            if values["split"][0] is None
-            else mapped(values["split"], split_of, "data.split_values", f"{table}'s splits")
-        )
+        splits = values["split"]
+        if splits[0] is not None:
+            splits = mapped(splits, split_of, "data.split_values", f"{table}'s splits")
         for index, path_value in enumerate(values["path"]):
+            row = f"{table.name} (row {index + 1 + source.header})"
             file = resolve(path_value)
             if file is None:
-                skipped.append(
-                    (str(source.root / path_value), f"listed in {table.name} (row {index + 2}) but not found")
-                )
+                skipped.append((str(source.root / path_value), f"listed in {row} but not found"))
                 continue
             label = 1 if labels[index] == "positive" else 0
             fields = {name: column[index] for name, column in values.items() if name not in ("path", "label", "split")}
+            fields |= {name: fields[name] or None for name in ("patient", "study")}  # an empty id joins nothing
             if file in entries:
                 if entries[file][0] != label:
                     raise DataError(f"{file} is listed with both labels in {table}; one file, one label.")
-                skipped.append((str(file), f"listed again in {table.name} (row {index + 2}); the first row is used"))
+                skipped.append((str(file), f"listed again in {row}; the first row is used"))
                 continue
             entries[file] = (label, splits[index] or "all", fields)
+    return entries, skipped
+
+
+def scan_tables(
+    source: TableSource, class_names: tuple[str, str], limits: ShapeLimits = DEFAULT_LIMITS, workers: int = 8
+) -> tuple[dict[str, SplitFiles], int]:
+    """({split: SplitFiles}, files under `root` that no row names). Without a split column or field every
+    image is in `"all"`, to be cut by group (`data.split=grouped`)."""
+    entries, skipped = table_entries(source)
     files = sorted(entries)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reasons = list(pool.map(partial(unreadable_reason, limits=limits), files))
@@ -231,8 +250,8 @@ def scan_tables(
             [str(file) for file in chosen],
             np.asarray([entries[file][0] for file in chosen], dtype=np.int32),
             [str(file) for file in chosen],
-            patients=[f["patient"] for f in fields] if fields and fields[0]["patient"] is not None else None,
-            studies=[f["study"] for f in fields] if fields and fields[0]["study"] is not None else None,
+            patients=[f["patient"] for f in fields] if source.gives("patient") else None,
+            studies=[f["study"] for f in fields] if source.gives("study") else None,
             subgroups={
                 name.removeprefix("subgroup:"): [f[name] for f in fields]
                 for name in (fields[0] if fields else {})
@@ -243,9 +262,9 @@ def scan_tables(
         raise DataError(f"no readable image is listed in {[str(t) for t in source.tables]} under {source.root}.")
     first = next(iter(result.values()))
     result[first.name].skipped = skipped  # counted once
+    if source.gives("study"):  # across splits too
+        check_studies([entries[file][2]["study"] for file in usable], [entries[file][0] for file in usable])
     for files in result.values():
-        if files.studies is not None:
-            check_studies(files.studies, files.labels.tolist())
         empty = [class_names[1 - label] for label, count in files.class_counts().items() if count == 0]
         if empty and files.name != "test":
             raise DataError(f"the {files.name} images of {source.tables[0]} hold no {empty} image.")

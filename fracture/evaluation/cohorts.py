@@ -38,7 +38,7 @@ def subgroup_members(subgroups: dict[str, list[str]]) -> dict[str, np.ndarray]:
         if set(values) <= {"0", "1"}:
             members[column] = values == "1"
         else:
-            members |= {f"{column}={value}": values == value for value in sorted(set(values))}
+            members |= {f"{column}={value}": values == value for value in sorted(set(values)) if value}
     return members
 
 
