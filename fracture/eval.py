@@ -62,6 +62,7 @@ def evaluate(cfg: DictConfig) -> dict:
         seed=cfg.seed,
         training_curves=curves,
         external=is_external(cfg, datamodule),
+        explain=OmegaConf.to_container(cfg.explain, resolve=True),
         **cfg.eval,
     )
     reported = [name for name in (split, f"{split}_site_rest") if f"{name}/auroc" in results]

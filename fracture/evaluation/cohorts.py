@@ -59,11 +59,14 @@ def subgroup_results(
         count, positives = int(mask.sum()), int(y_true[mask].sum())
         too_small = min(positives, count - positives) < MIN_PER_CLASS
         row = {"subgroup": name, "n": count, "positives": positives, "too_small": too_small}
+        figures = {}
         if count:
-            scores = binary_metrics(y_true[mask], y_prob[mask], threshold, groups[mask], resamples, seed)
-            row |= {figure: scores[figure] for figure in SUBGROUP_FIGURES}
+            figures = binary_metrics(y_true[mask], y_prob[mask], threshold, groups[mask], resamples, seed)
+            figures.pop("confusion_matrix")
+            row |= {figure: figures[figure] for figure in SUBGROUP_FIGURES}
         rows.append(row)
-        results |= {f"{split}/subgroup/{name}/{key}": value for key, value in row.items() if key != "subgroup"}
+        every = {**figures, **row}  # every figure in metrics.json; the report's table shows the main ones
+        results |= {f"{split}/subgroup/{name}/{key}": value for key, value in every.items() if key != "subgroup"}
     return results, rows
 
 

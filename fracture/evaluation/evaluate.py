@@ -22,6 +22,7 @@ from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import evidence, fit_calibration
 from fracture.evaluation.cohorts import study_level, study_threshold, subgroup_results, write_studies
+from fracture.evaluation.explanations import ExplainSettings, explain_split
 from fracture.evaluation.external import adopt_at_site, training_figures
 from fracture.evaluation.metrics import (
     binary_metrics,
@@ -265,12 +266,15 @@ def evaluate_checkpoint(
     study_aggregation: str = "mean",
     external: bool = False,
     recalibrate_fraction: float = 0.0,
+    explain: dict | None = None,
 ) -> dict:
     """Evaluate `ckpt_path` on `splits`; write `metrics.json` (merged with any existing), `plots/` and `report.md`.
     `qualifiers` are sentences about how the model was trained that the report puts before its numbers.
     With `external`, the data is not the one the model was trained on (`fracture.evaluation.external`): the
     training's threshold and calibration are kept, or, with `recalibrate_fraction`, refit on that share of
-    each split (as `site_model.keras`) and every figure reported on the rest.
+    each split (as `site_model.keras`) and every figure reported on the rest. With `explain` (the fields of
+    `explanations.ExplainSettings`, `annotations` a COCO file of boxes), the model's explanations are scored
+    against the boxes on each split's fractured images (`fracture.evaluation.localisation`).
 
     Returns the metrics, slash-namespaced: `val/auroc`, `test/sensitivity`, `test/group/auroc`, ...
     """
@@ -292,6 +296,22 @@ def evaluate_checkpoint(
                 context["site_parts"][part] = len(datamodule.files(f"{split}_site_fit"))
             splits = parts
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
+    explained = []
+    if explain and explain.get("annotations"):
+        settings = ExplainSettings(**explain)
+        for split in splits:
+            extra, section = explain_split(
+                evaluator.model,
+                evaluator.metadata,
+                datamodule,
+                split,
+                settings,
+                bootstrap_resamples,
+                seed,
+                output_dir / "plots",
+            )
+            evaluations[splits.index(split)].results.update(extra)
+            explained.append(section)
     for split in splits:
         evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")
         if split in evaluator.studies:
@@ -310,5 +330,6 @@ def evaluate_checkpoint(
         problems,
         qualifiers or (),
         context,
+        explained,
     )
     return results

@@ -103,3 +103,17 @@ def forest_plot(rows: list[dict], overall: tuple[float, float, float], path: Pat
     axis.invert_yaxis()
     axis.set(xlim=(0.0, 1.0), xlabel="AUROC (95% interval)", title="AUROC by subgroup (* too few to measure)")
     return _save(figure, path)
+
+
+def explanation_sheet(images, maps, masks, titles: list[str], path: Path) -> Path:
+    """Images with their heat map blended over them and the annotated boxes outlined, one column each."""
+    figure = Figure(figsize=(3.2 * len(images), 3.6))
+    for column, (image, heatmap, mask, title) in enumerate(zip(images, maps, masks, titles, strict=True)):
+        axis = figure.add_subplot(1, len(images), column + 1)
+        axis.imshow(np.asarray(image, np.uint8))
+        axis.imshow(heatmap, cmap="jet", alpha=0.4, vmin=0.0, vmax=max(float(heatmap.max()), 1e-12))
+        axis.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.2)
+        axis.set_title(title, fontsize=7)
+        axis.set_axis_off()
+    figure.suptitle("Grad-CAM and the radiologists' boxes (white): best, median and worst by energy inside", fontsize=8)
+    return _save(figure, path)

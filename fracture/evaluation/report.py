@@ -122,6 +122,55 @@ def _study_lines(results: dict, split: str) -> list[str]:
     ]
 
 
+BASELINE_NAMES = {"uniform": "uniform (a random point)", "centre": "centred Gaussian", "average": "average of the maps"}
+SCORE_NAMES = {"pointing_game": "pointing game", "energy_inside": "energy inside", "iou": "IoU"}
+
+
+def _interval(figures: tuple[float, float, float], signed: bool = False) -> str:
+    mean, low, high = figures
+    form = "{:+.3f}" if signed else "{:.3f}"
+    return f"{form.format(mean)} ({form.format(low)} to {form.format(high)})"
+
+
+def _verdict(difference: tuple[float, float, float]) -> str:
+    _, low, high = difference
+    return "beats" if low > 0 else "is worse than" if high < 0 else "cannot be told apart from"
+
+
+def _explanation_section(section: dict, path: Path, metadata: dict) -> list[str]:
+    """The explanation scores of one split against its boxes, with the baselines, and what they say."""
+    counts, settings, split = section["counts"], section["settings"], section["split"]
+    lines = [
+        "",
+        f"## Explanations against the annotated boxes ({split} split)",
+        "",
+        f"{counts['images']} fractured images with boxes ({counts['fractured_without_boxes']} fractured images "
+        f"without boxes; {counts['boxes_not_in_split']} annotated files not in this split). Maps at the "
+        f"{metadata['image_size']} px input; the pointing game counts a maximum within {settings.tolerance_px} px "
+        f"of a box; IoU takes the map's top {settings.top_percent:g}% of pixels. Means with 95% bootstrap intervals.",
+    ]
+    for method, found in section["methods"].items():
+        table = found["table"]
+        lines += ["", f"| {method} | " + " | ".join(SCORE_NAMES.values()) + " |", "|---" * 4 + "|"]
+        for kind in (method, *BASELINE_NAMES):
+            label = kind if kind == method else BASELINE_NAMES[kind]
+            lines.append(f"| {label} | " + " | ".join(_interval(table[kind][s]) for s in SCORE_NAMES) + " |")
+        said = []
+        for baseline, name in BASELINE_NAMES.items():
+            difference = table[f"{method}-{baseline}"]
+            parts = [f"{SCORE_NAMES[s]} {_interval(difference[s], signed=True)}" for s in SCORE_NAMES]
+            said.append(f"{_verdict(difference['energy_inside'])} the {name} by energy inside ({'; '.join(parts)})")
+        rate = counts["images"] / found["seconds"] if found["seconds"] else float("nan")
+        lines += [
+            "",
+            f"{method} {'; '.join(said)}. A map that does not beat the baselines does not show where the fracture "
+            f"is, however convincing it looks. The maps took {found['seconds']:.1f} s ({rate:.1f} images/s).",
+            "",
+            f"![{split} {method} against the boxes]({os.path.relpath(found['sheet'], path.parent)})",
+        ]
+    return lines
+
+
 def write_report(
     path: Path,
     evaluations,
@@ -131,6 +180,7 @@ def write_report(
     problems=(),
     qualifiers=(),
     external: dict | None = None,
+    explanations=(),
 ) -> Path:
     """Write `path` (Markdown) covering every evaluated split, with plots linked relative to it, the data
     `problems` (`fracture.data.health.FileProblem`) of the run, and `qualifiers` (sentences about how the
@@ -204,4 +254,6 @@ def write_report(
         lines += ["```", evaluation.report_text.rstrip(), "```", ""]
         for title, figure in evaluation.figures.items():
             lines.append(f"![{split} {title}]({os.path.relpath(figure, path.parent)})")
+    for section in explanations:
+        lines += _explanation_section(section, path, metadata)
     return write_text_atomic(path, "\n".join(lines) + "\n")

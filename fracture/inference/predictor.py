@@ -23,13 +23,13 @@ from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import UnreadableImage, read_xray
 from fracture.data.pipeline import resize_image
 from fracture.errors import CheckpointError
-from fracture.inference.gradcam import GradCAM
 from fracture.inference.overlay import prediction_panel
 from fracture.models.backbones import LAST_CONV_LAYER
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint
 from fracture.models.contract import read_contract
 from fracture.models.frozen import frozen_inference
+from fracture.models.gradcam import GradCAM
 from fracture.models.runtimes import OnnxModel
 
 
