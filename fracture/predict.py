@@ -1,7 +1,8 @@
 """Predict new X-rays: `python -m fracture.predict ckpt_path=... inputs=[a.jpg,folder/,scan.dcm]`.
 
-Prints a table, writes `predictions.csv` and, with `explain=true`, one overlay PNG per image into the run
-folder. Exits with code 1 when any input could not be read (the others are still predicted).
+Prints a table, writes `predictions.csv` and, with `explain.overlays=true`, one overlay PNG per image into the
+run folder, with the image's annotated boxes drawn on it when `explain.annotations` names a COCO file. Exits
+with code 1 when any input could not be read (the others are still predicted).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fracture.console import console
 from fracture.data.geometry import ShapeLimits
 from fracture.data.images import expand_inputs
 from fracture.errors import ConfigError
+from fracture.evaluation.localisation import read_coco
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.io import atomic_path
 
@@ -40,8 +42,9 @@ def predict(cfg: DictConfig) -> list[Prediction]:
         raise ConfigError(f"no images found in inputs={inputs}.")
     limits = ShapeLimits(int(cfg.min_side), float(cfg.max_aspect))
     predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels, limits)
-    explain = cfg.explain and predictor.can_explain
-    if cfg.explain and not explain:
+    explain = cfg.explain.overlays and predictor.can_explain
+    annotations = read_coco(cfg.explain.annotations) if explain and cfg.explain.annotations else {}
+    if cfg.explain.overlays and not explain:
         console.print("[yellow]no overlays: Grad-CAM needs the .keras checkpoint; this is an exported model[/yellow]")
     output_dir = Path(cfg.paths.output_dir)
     overlay_dir = output_dir / "overlays"
@@ -59,7 +62,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
                 probability = "" if p.probability is None else f"{p.probability:.6f}"
                 writer.writerow([p.path, p.label or "", probability, p.threshold, p.error or ""])
                 if explain and p.error is None:
-                    image = predictor.overlay(p, pixels, heatmap)
+                    image = predictor.overlay(p, pixels, heatmap, annotations.get(Path(p.path).name))
                     with atomic_path(overlay_dir / _overlay_name(start + offset, p.path)) as overlay:
                         image.save(overlay, format="PNG")
 

@@ -49,3 +49,34 @@ def test_predict_on_a_folder_with_no_images(tmp_path, tiny_checkpoint):
         f"hydra.run.dir={tmp_path}/run",
     )
     assert result.returncode == 2 and "error: no images found" in result.stderr
+
+
+def test_annotated_boxes_are_drawn_on_the_overlays(tmp_path, tiny_checkpoint):
+    import json
+
+    grey = np.full((200, 100), 90, np.uint8)  # 100 wide, 200 high: the box must scale with both sides
+    Image.fromarray(grey).save(tmp_path / "boxed.png")
+    Image.fromarray(grey).save(tmp_path / "plain.png")
+    coco = {
+        "images": [{"id": 1, "file_name": "boxed.png", "width": 100, "height": 200}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [20, 50, 40, 100]}],
+    }
+    (tmp_path / "boxes.json").write_text(json.dumps(coco))
+    inputs = f"inputs=['{tmp_path / 'boxed.png'}','{tmp_path / 'plain.png'}']"
+    run = tmp_path / "run"
+    result = run_cli(
+        "fracture.predict",
+        f"ckpt_path={tiny_checkpoint}",
+        inputs,
+        f"explain.annotations={tmp_path / 'boxes.json'}",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    boxed = np.asarray(Image.open(run / "overlays" / "0000_boxed.png").convert("RGB"))
+    plain = np.asarray(Image.open(run / "overlays" / "0001_plain.png").convert("RGB"))
+    yellow = (boxed[..., 0] > 200) & (boxed[..., 1] > 200) & (boxed[..., 2] < 60)
+    assert yellow.any() and not ((plain[..., 0] > 200) & (plain[..., 1] > 200) & (plain[..., 2] < 60)).any()
+    rows, cols = np.nonzero(yellow[:, :100])  # the first panel: the X-ray at its own 100 x 200 (none is enlarged)
+    assert (rows.min(), cols.min()) == (50, 20) and abs(rows.max() - 150) <= 2 and abs(cols.max() - 60) <= 2
+    rows, cols = np.nonzero(yellow[:, 108:])  # the heat map panel, 8 px to the right: the same box
+    assert (rows.min(), cols.min()) == (50, 20)

@@ -70,7 +70,7 @@ def test_training_and_prediction_over_100_000_files_keep_memory_bounded(tmp_path
         root = write_folder(tmp_path / f"n{count}", count)
         train_peak, printed = peak_rss_mb(tmp_path, TRAIN, str(root))
         assert int(printed.split()[-1]) == count
-        predict = (f"ckpt_path={tiny_checkpoint}", f"inputs=[{root}]", "explain=false", "batch_size=256")
+        predict = (f"ckpt_path={tiny_checkpoint}", f"inputs=[{root}]", "explain.overlays=false", "batch_size=256")
         predict_peak, _ = peak_rss_mb(tmp_path, "fracture.predict", *predict, f"hydra.run.dir={tmp_path}/p{count}")
         assert len((tmp_path / f"p{count}" / "predictions.csv").read_text().splitlines()) == count + 1
         peaks[count] = (train_peak, predict_peak)

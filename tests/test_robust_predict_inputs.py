@@ -31,7 +31,7 @@ def test_paths_with_spaces_non_ascii_and_links_work_and_broken_ones_get_clear_ro
         "fracture.predict",
         f"ckpt_path={tiny_checkpoint}",
         f"inputs=['{folder}']",
-        "explain=false",
+        "explain.overlays=false",
         f"hydra.run.dir={tmp_path}/run",
         unprivileged=True,  # root reads any file; the permission case needs a process that cannot
     )

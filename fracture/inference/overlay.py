@@ -25,8 +25,20 @@ def heatmap_overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45
     return Image.blend(base, Image.fromarray(np.uint8(coloured * 255)), alpha)
 
 
-def prediction_panel(pixels: np.ndarray, heatmap: np.ndarray | None, label: str, confidence: float, positive: bool):
-    """X-ray with `label (confidence)` written on it, as in the notebook, and the heatmap blended beside it."""
+def draw_boxes(image: Image.Image, boxes, colour=(255, 255, 0)) -> None:
+    """Outline `boxes` (an object with `width`, `height` and `boxes` of `[x, y, w, h]` in those pixels)
+    on `image`, scaled to its size."""
+    sx, sy = image.width / boxes.width, image.height / boxes.height
+    draw = ImageDraw.Draw(image)
+    for x, y, w, h in boxes.boxes:
+        draw.rectangle((x * sx, y * sy, (x + w) * sx, (y + h) * sy), outline=colour, width=max(2, image.width // 200))
+
+
+def prediction_panel(
+    pixels: np.ndarray, heatmap: np.ndarray | None, label: str, confidence: float, positive: bool, boxes=None
+):
+    """X-ray with `label (confidence)` written on it, as in the notebook, and the heatmap blended beside it;
+    annotated `boxes` outlined on both."""
     image = Image.fromarray(pixels).convert("RGB")
     image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
     shown = np.asarray(image)
@@ -36,6 +48,8 @@ def prediction_panel(pixels: np.ndarray, heatmap: np.ndarray | None, label: str,
         explained = heatmap_overlay(shown, heatmap)
         _label_box(explained, "Grad-CAM", (255, 255, 255))
         panels.append(explained)
+    for panel in panels if boxes is not None else []:
+        draw_boxes(panel, boxes)
     canvas = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), image.height), "white")
     x = 0
     for panel in panels:

@@ -178,10 +178,14 @@ class Predictor:
             self._gradcam = GradCAM(self.model, self.gradcam_layer)
         return self._gradcam(images)
 
-    def overlay(self, prediction: Prediction, pixels: np.ndarray, heatmap: np.ndarray | None) -> Image.Image:
+    def overlay(
+        self, prediction: Prediction, pixels: np.ndarray, heatmap: np.ndarray | None, boxes=None
+    ) -> Image.Image:
+        """The labelled X-ray beside its heat map; `boxes` (`fracture.evaluation.localisation.Boxes`, e.g.
+        a radiologist's) are outlined on both."""
         positive = prediction.label == self.positive
         confidence = prediction.probability if positive else 1.0 - prediction.probability
-        return prediction_panel(pixels, heatmap, prediction.label, confidence, positive)
+        return prediction_panel(pixels, heatmap, prediction.label, confidence, positive, boxes)
 
     def explain(self, image) -> Explanation:
         """Prediction, Grad-CAM heatmap and the labelled overlay for one path or uint8 array."""
