@@ -32,6 +32,7 @@ OPTIONAL_SUBPACKAGES = {
     "fracture/serving": "serve",
     "fracture/deployment": "export",
     "fracture/models/runtimes.py": "export",
+    "fracture/data/tables.py": "tables",  # pyarrow, for Parquet label tables only
 }
 
 

@@ -188,6 +188,8 @@ def write_report(
     validation figures, site parts) marks an evaluation on data the model was not trained on."""
     positive, negative = metadata["positive_class"], metadata["negative_class"]
     threshold = metadata["threshold"]
+    site = metadata.get("threshold_source") == "site"
+    chosen_on = "this site's labelled part" if site else "the validation split"
     lines = [
         "# fracture evaluation report",
         "",
@@ -195,13 +197,13 @@ def write_report(
         "",
         f"- Checkpoint: `{ckpt_path}` (epoch {metadata.get('epoch', '?')}, trained on {metadata.get('backend', '?')})",
         f"- Positive class: **{positive}**; negative class: {negative}",
-        f"- Decision threshold: **{threshold:.4f}**, chosen on the validation split by "
-        f"{metadata['threshold_method']} and stored in the checkpoint",
+        f"- Decision threshold: **{threshold:.4f}**, chosen on {chosen_on} by {metadata['threshold_method']} and "
+        "stored in the checkpoint",
     ]
     if metadata.get("calibration"):
         lines.append(
-            f"- Probabilities calibrated by {metadata['calibration']['method']} scaling fitted on validation; "
-            "the threshold is on the calibrated scale"
+            f"- Probabilities calibrated by {metadata['calibration']['method']} scaling fitted on "
+            f"{chosen_on}; the threshold is on the calibrated scale"
         )
     if external:
         lines += _external_lines(external, metadata)
