@@ -18,6 +18,7 @@ from fracture.data.pipeline import make_dataset, view_dataset
 from fracture.data.records import (
     assigned_names,
     audit_files,
+    check_settings,
     hold_out_val,
     recut,
     scan_records,
@@ -25,7 +26,7 @@ from fracture.data.records import (
     use_content_groups,
 )
 from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
-from fracture.data.tables import TableSource
+from fracture.data.tables import table_source
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder
 
@@ -115,47 +116,10 @@ class FractureDataModule:
         dicom_key: str | None = None,
         dicom_cache: str | Path | None = DEFAULT_CACHE,
     ):
-        if image_size < 32:
-            raise ConfigError(f"data.image_size must be at least 32 pixels, got {image_size}.")
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be positive, got {batch_size}.")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
-        if group_by not in ("content", "filename", None):
-            raise ConfigError(f"data.group_by must be 'content', 'filename' or null, got {group_by!r}.")
-        if split not in ("given", "grouped"):
-            raise ConfigError(f"data.split must be 'given' or 'grouped', got {split!r}.")
-        if not 0.0 <= test_fraction < 1.0 - val_fraction:
-            raise ConfigError(
-                f"data.test_fraction must be at least 0 and leave room for training beside "
-                f"data.val_fraction={val_fraction}: [0, {1.0 - val_fraction:g}), got {test_fraction}."
-            )
-        if folds is not None and split != "grouped":
-            raise ConfigError("data.folds needs data.split=grouped: cross-validation folds are cut by group.")
-        if folds is not None and not (folds >= 2 and 0 <= fold < folds):
-            raise ConfigError(f"data.folds must be at least 2 and data.fold in [0, folds), got {folds} and {fold}.")
-        tables = (
-            []
-            if table is None
-            else [Path(t).expanduser() for t in ([table] if isinstance(table, str | Path) else table)]
-        )
-        if root is None and not tables:
-            raise ConfigError("data.root must name the data folder (or data.table a label table).")
-        self.root = Path(root).expanduser() if root is not None else tables[0].parent
-        self.source = None
-        if tables:
-            options = {"labels": label_values, "splits": split_values}
-            self.source = TableSource(
-                tables,
-                self.root,
-                dict(columns or {}),
-                from_path=dict(from_path or {}),
-                find_by_name=find_by_name,
-                header=header,
-                dicom_key=dicom_key,
-                dicom_cache=dicom_cache,
-                **{key: dict(value) for key, value in options.items() if value},
-            )
+        check_settings(image_size, batch_size, val_fraction, group_by, split, test_fraction, folds, fold)
+        tables = {"columns": columns, "label_values": label_values, "split_values": split_values}
+        tables |= {"from_path": from_path, "find_by_name": find_by_name, "header": header}
+        self.root, self.source = table_source(table, root, dicom_key=dicom_key, dicom_cache=dicom_cache, **tables)
         self.unlisted_files = 0
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)

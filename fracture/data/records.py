@@ -25,6 +25,29 @@ from fracture.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
+def check_settings(image_size, batch_size, val_fraction, group_by, split, test_fraction, folds, fold) -> None:
+    """Refuse out-of-range data settings before anything is scanned, naming the config key."""
+    if image_size < 32:
+        raise ConfigError(f"data.image_size must be at least 32 pixels, got {image_size}.")
+    if batch_size < 1:
+        raise ConfigError(f"data.batch_size must be positive, got {batch_size}.")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+    if group_by not in ("content", "filename", None):
+        raise ConfigError(f"data.group_by must be 'content', 'filename' or null, got {group_by!r}.")
+    if split not in ("given", "grouped"):
+        raise ConfigError(f"data.split must be 'given' or 'grouped', got {split!r}.")
+    if not 0.0 <= test_fraction < 1.0 - val_fraction:
+        raise ConfigError(
+            f"data.test_fraction must be at least 0 and leave room for training beside "
+            f"data.val_fraction={val_fraction}: [0, {1.0 - val_fraction:g}), got {test_fraction}."
+        )
+    if folds is not None and split != "grouped":
+        raise ConfigError("data.folds needs data.split=grouped: cross-validation folds are cut by group.")
+    if folds is not None and not (folds >= 2 and 0 <= fold < folds):
+        raise ConfigError(f"data.folds must be at least 2 and data.fold in [0, folds), got {folds} and {fold}.")
+
+
 def scan_records(
     root: Path, source: TableSource | None, class_names: tuple[str, str], group_by: str | None, limits: ShapeLimits
 ) -> tuple[dict[str, SplitFiles], int]:

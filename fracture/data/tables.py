@@ -31,7 +31,7 @@ from fracture.data.dicom_index import header_rows
 from fracture.data.folders import SplitFiles, is_ignored, unreadable_reason
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import IMAGE_SUFFIXES
-from fracture.errors import DataError
+from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,23 @@ class TableSource:
     def gives(self, name: str) -> bool:
         """Whether the tables say `name` (patient, study, ...) for their images, by a column or a path."""
         return self.column(name) is not None or name in self.from_path
+
+
+def table_source(table, root, columns=None, label_values=None, split_values=None, **options):
+    """(the data root, the `TableSource` of `table`, or None for class folders), from the data module's
+    arguments: `table` is one path or a list; the root defaults to the first table's folder."""
+    tables = (
+        [] if table is None else [Path(t).expanduser() for t in ([table] if isinstance(table, str | Path) else table)]
+    )
+    if root is None and not tables:
+        raise ConfigError("data.root must name the data folder (or data.table a label table).")
+    root = Path(root).expanduser() if root is not None else tables[0].parent
+    if not tables:
+        return root, None
+    mappings = {"labels": label_values, "splits": split_values}
+    mappings = {key: dict(value) for key, value in mappings.items() if value}
+    options["from_path"] = dict(options.get("from_path") or {})
+    return root, TableSource(tables, root, dict(columns or {}), **mappings, **options)
 
 
 def value_map(mapping: dict[str, list], setting: str) -> dict[str, str]:
