@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,13 @@ class DamagedCacheEntry(UserWarning):
 def record_path(data: Path) -> Path:
     """The record that vouches for `data`."""
     return data.with_name(data.name + ".check")  # JSON, named so that globs for the data miss it
+
+
+def file_state(path: str | Path, *names: str) -> bytes:
+    """One line of a cache key: `names` (the file's path, or its name and what else identifies it), its size
+    and its modification time, so that an entry keyed by it is not reused once the file changes."""
+    stat = os.stat(path)
+    return ("\0".join([*names, str(stat.st_size), str(stat.st_mtime_ns)]) + "\n").encode()
 
 
 def file_sha256(path: Path) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fracture.cache_entry import read_entry, write_entry
+from fracture.cache_entry import file_state, read_entry, write_entry
 from fracture.console import console, progress_bar
 from fracture.data.content import DESCRIPTOR_SIZE, global_descriptor, grey_thumbnail, local_features
 from fracture.data.folders import SPLITS, data_root, is_ignored
@@ -195,9 +195,7 @@ def folder_fingerprint(root: Path, settings: AuditSettings, files=None) -> str:
     """A hash of every file's path, split, class, size and modification time, and of the method and settings."""
     digest = hashlib.sha256(json.dumps([METHOD_VERSION, asdict(settings)], sort_keys=True).encode())
     for path, split, label in list_files(root) if files is None else sorted(files):
-        stat = path.stat()
-        name = path.relative_to(root).as_posix()
-        digest.update(f"{name}\0{split}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(file_state(path, path.relative_to(root).as_posix(), split, label))
     return digest.hexdigest()[:24]
 
 

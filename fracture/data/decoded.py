@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from fracture.cache_entry import read_entry, write_entry
+from fracture.cache_entry import file_state, read_entry, write_entry
 from fracture.data.pipeline import decode_image
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,7 @@ class DecodedImages:
         digest = hashlib.sha256()
         for path in self.paths:
             try:
-                stat = os.stat(path)
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                digest.update(file_state(path, str(path)))
             except OSError:  # gone since the scan: decoding leaves it out, and the key says so
                 digest.update(f"{path}\0missing\n".encode())
         return {"format": DECODED_FORMAT, "files": digest.hexdigest(), "image_size": list(self.image_size)}

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from fracture.cache_entry import read_entry, write_entry
+from fracture.cache_entry import file_state, read_entry, write_entry
 from fracture.data.folders import is_ignored
 from fracture.data.images import is_dicom
 from fracture.errors import DataError
@@ -35,14 +35,11 @@ INDEX_FORMAT = "fracture-dicom-headers/1"
 
 
 def dicom_files(root: Path) -> list[Path]:
-    """Every DICOM file under `root` (by suffix, or by the `DICM` mark for files named by UIDs alone)."""
+    """Every DICOM file under `root` (by suffix, or by the `DICM` mark for files named by UIDs alone; the
+    label table beside them has neither)."""
     found = []
     for path in sorted(root.rglob("*")):
-        if (
-            path.is_file()
-            and not is_ignored(path.relative_to(root))
-            and path.suffix.lower() not in (".csv", ".parquet")
-        ):
+        if path.is_file() and not is_ignored(path.relative_to(root)):
             try:
                 if is_dicom(path):
                     found.append(path)
@@ -72,8 +69,7 @@ def cached_headers(root: Path, cache_dir) -> list[dict[str, str]]:
     files = dicom_files(root)
     digest = hashlib.sha256(INDEX_FORMAT.encode())
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(file_state(path, path.relative_to(root).as_posix()))
     key = digest.hexdigest()[:24]
     folder = cache_folder(cache_dir, "dicom")
     entry = None if folder is None else folder / f"headers-{key}.json"

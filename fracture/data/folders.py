@@ -130,6 +130,12 @@ def unreadable_reason(path: Path, limits: ShapeLimits = DEFAULT_LIMITS) -> str |
     return None
 
 
+def unreadable_reasons(paths: list[Path], limits: ShapeLimits = DEFAULT_LIMITS, workers: int = 8) -> list[str | None]:
+    """`unreadable_reason` of each path, in order, read by `workers` threads (Pillow releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(partial(unreadable_reason, limits=limits), paths))
+
+
 def find_class_dirs(split_dir: Path, class_names: tuple[str, str]) -> dict[int, Path]:
     """Map label (1 = positive, 0 = negative) to its class folder, matching names case-insensitively."""
     found = {child.name.lower(): child for child in split_dir.iterdir() if child.is_dir()}
@@ -161,8 +167,7 @@ def scan_split(
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and not is_ignored(path.relative_to(class_dir)):
                 candidates.append((path, label, class_dir.name))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(partial(unreadable_reason, limits=limits), [path for path, _, _ in candidates]))
+    reasons = unreadable_reasons([path for path, _, _ in candidates], limits, workers)
 
     paths, labels, groups, skipped = [], [], [], []
     for (path, label, class_name), reason in zip(candidates, reasons, strict=False):

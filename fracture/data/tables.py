@@ -20,15 +20,13 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from fracture.data.dicom_index import header_rows
-from fracture.data.folders import SplitFiles, is_ignored, unreadable_reason
+from fracture.data.folders import SplitFiles, is_ignored, unreadable_reasons
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import IMAGE_SUFFIXES
 from fracture.errors import ConfigError, DataError
@@ -168,14 +166,18 @@ def mapped(values: list[str], mapping: dict[str, str], setting: str, column: str
     return [mapping[value.strip().lower()] for value in values]
 
 
-def resolver(source: TableSource):
+def files_under(root: Path) -> list[Path]:
+    """Every file under `root`, system clutter left out."""
+    return [path for path in root.rglob("*") if path.is_file() and not is_ignored(path.relative_to(root))]
+
+
+def resolver(source: TableSource, files: list[Path]):
     """path value -> the file it names: under `root`, under its parent when the value starts with the root's
-    own name (MURA's lists), or with `find_by_name` any file of that name under `root`; None when missing."""
+    own name (MURA's lists), or with `find_by_name` any of `files` (those under `root`) of that name; None
+    when missing."""
     by_name: dict[str, list[Path]] = {}
-    if source.find_by_name:
-        for path in source.root.rglob("*"):
-            if path.is_file() and not is_ignored(path.relative_to(source.root)):
-                by_name.setdefault(path.name, []).append(path)
+    for path in files if source.find_by_name else []:
+        by_name.setdefault(path.name, []).append(path)
 
     def resolve(value: str) -> Path | None:
         candidates = [source.root / value]
@@ -206,11 +208,12 @@ def check_studies(studies: list[str | None], labels: list[int]) -> None:
         raise DataError(f"{len(mixed)} stud(ies) have images of both labels, e.g. {mixed[0]}; a study has one finding.")
 
 
-def table_entries(source: TableSource) -> tuple[dict[Path, tuple[int, str, dict]], list[tuple[str, str]]]:
-    """({file: (label, split, fields)}, [(path, why it is left out)]) from every row of the tables."""
+def table_entries(source: TableSource, files: list[Path]) -> tuple[dict[Path, tuple[int, str, dict]], list[tuple]]:
+    """({file: (label, split, fields)}, [(path, why it is left out)]) from every row of the tables; `files`
+    are those under the root (`files_under`)."""
     label_of = value_map(source.labels, "data.label_values")
     split_of = value_map(source.splits, "data.split_values")
-    resolve = resolver(source)
+    resolve = resolver(source, files)
     entries: dict[Path, tuple[int, str, dict]] = {}
     skipped: list[tuple[str, str]] = []
     for table in source.tables:
@@ -252,10 +255,10 @@ def scan_tables(
 ) -> tuple[dict[str, SplitFiles], int]:
     """({split: SplitFiles}, files under `root` that no row names). Without a split column or field every
     image is in `"all"`, to be cut by group (`data.split=grouped`)."""
-    entries, skipped = table_entries(source)
+    present = files_under(source.root)
+    entries, skipped = table_entries(source, present)
     files = sorted(entries)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(partial(unreadable_reason, limits=limits), files))
+    reasons = unreadable_reasons(files, limits, workers)
     usable = [file for file, reason in zip(files, reasons, strict=True) if reason is None]
     skipped += [(str(file), reason) for file, reason in zip(files, reasons, strict=True) if reason]
     result = {}
@@ -286,13 +289,7 @@ def scan_tables(
         if empty and files.name != "test":
             raise DataError(f"the {files.name} images of {source.tables[0]} hold no {empty} image.")
     listed = set(entries)
-    unlisted = sum(
-        1
-        for path in source.root.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path not in listed
-        and not is_ignored(path.relative_to(source.root))
-    )
+    unlisted = sum(1 for path in present if path.suffix.lower() in IMAGE_SUFFIXES and path not in listed)
     if unlisted:
         log.warning(
             "%d image file(s) under %s are in no row of the label table; they are not used.", unlisted, source.root

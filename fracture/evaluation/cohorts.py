@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fracture.errors import ConfigError
-from fracture.evaluation.metrics import binary_metrics
+from fracture.evaluation.metrics import binary_metrics, group_level
 from fracture.evaluation.threshold import choose_threshold
 from fracture.io import write_text_atomic
 
@@ -75,17 +75,12 @@ def study_level(y_true, y_prob, studies: list[str], aggregation: str = "mean"):
     or the maximum of its images'. Every image of a study has the study's label (checked when scanned)."""
     if aggregation not in AGGREGATIONS:
         raise ConfigError(f"eval.study_aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
-    names, index = np.unique(np.asarray(studies, dtype=object), return_inverse=True)
-    y_true, y_prob = np.asarray(y_true, int), np.asarray(y_prob, float)
-    counts = np.bincount(index)
-    labels = np.zeros(len(names), int)
-    labels[index] = y_true
-    if aggregation == "mean":
-        probabilities = np.bincount(index, weights=y_prob) / counts
-    else:
+    labels, probabilities, names = group_level(y_true, y_prob, studies)  # the mean, per study
+    index = np.unique(np.asarray(studies), return_inverse=True)[1]
+    if aggregation == "max":
         probabilities = np.full(len(names), -np.inf)
-        np.maximum.at(probabilities, index, y_prob)
-    return labels, probabilities, names, counts
+        np.maximum.at(probabilities, index, np.asarray(y_prob, float))
+    return labels, probabilities, names, np.bincount(index)
 
 
 def study_threshold(y_val, p_val, studies_val, aggregation: str, target_sensitivity: float | None) -> float:

@@ -290,11 +290,9 @@ def evaluate_checkpoint(
     if external:
         context = {"root": str(datamodule.root), "training": training_figures(ckpt_path)}
         if recalibrate_fraction:
-            context["site_parts"] = {}
             parts = [adopt_at_site(evaluator, split, recalibrate_fraction, output_dir) for split in splits]
-            for split, part in zip(splits, parts, strict=True):
-                context["site_parts"][part] = len(datamodule.files(f"{split}_site_fit"))
-            splits = parts
+            context["site_parts"] = dict(parts)  # the part reported on -> images the refit used
+            splits = [part for part, _ in parts]
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
     explained = []
     if explain and explain.get("annotations"):

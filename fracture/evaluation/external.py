@@ -48,10 +48,10 @@ def site_parts(files: SplitFiles, fraction: float, seed: int) -> tuple[SplitFile
     return files.subset(fit, f"{files.name}_site_fit"), files.subset(rest, f"{files.name}_site_rest")
 
 
-def adopt_at_site(evaluator, split: str, fraction: float, output_dir: Path) -> str:
+def adopt_at_site(evaluator, split: str, fraction: float, output_dir: Path) -> tuple[str, int]:
     """Refit the calibration and threshold on a labelled part of `split`, as `site_model.keras` in
     `output_dir` (the training checkpoint is left as it is), and make the evaluator use them; returns the
-    name of the part left to report on."""
+    name of the part left to report on, and how many images the refit used."""
     evaluator.prepare()  # the training's calibration method and threshold rule
     fit_part, rest = site_parts(evaluator.datamodule.files(split), fraction, evaluator.seed)
     for part in (fit_part, rest):
@@ -76,4 +76,4 @@ def adopt_at_site(evaluator, split: str, fraction: float, output_dir: Path) -> s
         calibration=calibration.to_dict() if calibration else None,
     )
     evaluator.ckpt_path, evaluator.calibration = site_model, calibration
-    return rest.name
+    return rest.name, len(fit_part)
