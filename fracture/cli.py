@@ -46,11 +46,27 @@ def hydra_subdir(resume, now: str) -> str:
     return f".hydra/resumed-{now}" if resume else ".hydra"
 
 
+def mlflow_sweep_run() -> str | None:
+    """`logger.mlflow.parent_run_id`: in a sweep's job, the sweep's parent MLflow run (`fracture.tracking`)."""
+    from fracture.tracking.mlflow_sweep import sweep_parent_run
+
+    return sweep_parent_run()
+
+
+def mlflow_job_name() -> str:
+    """`logger.mlflow.run_name`: in a sweep's job, its number and the values it tries; else ""."""
+    from fracture.tracking.mlflow_sweep import sweep_job_name
+
+    return sweep_job_name()
+
+
 OPTUNA_DIRECTIONS = {"min": "minimize", "max": "maximize"}
 
 # Used by conf/hydra/default.yaml; registered when an entry point imports this module, before Hydra starts.
 OmegaConf.register_new_resolver("fracture.run_folder", run_folder, replace=True)
 OmegaConf.register_new_resolver("fracture.hydra_subdir", hydra_subdir, replace=True)
+OmegaConf.register_new_resolver("fracture.mlflow_sweep_run", mlflow_sweep_run, replace=True)
+OmegaConf.register_new_resolver("fracture.mlflow_job_name", mlflow_job_name, replace=True)
 # Used by conf/callbacks and conf/hparams_search: the direction of `optimized_metric`, decided by `metric_mode`.
 OmegaConf.register_new_resolver("fracture.metric_mode", metric_mode, replace=True)
 OmegaConf.register_new_resolver(

@@ -46,6 +46,11 @@ class RunFolder:
         write_json_atomic(self.file("run_info.json"), run_info())
         return self
 
+    def run_info(self) -> dict:
+        """What `run_info.json` recorded ({} before `prepare`)."""
+        path = self.file("run_info.json")
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def metrics(self) -> dict:
         """What `metrics.json` holds now ({} before anything was recorded)."""
         path = self.file(METRICS_FILE)

@@ -24,6 +24,7 @@ from fracture.job_memory import released_after_job
 from fracture.recipe import run_recipe
 from fracture.resume_config import check_resumable
 from fracture.run_folder import RunFolder
+from fracture.tracking.tracker import RunTracker, run_params, run_tags, tracked_run
 from fracture.training.guards import DiskFull, TrainingInterrupted
 
 
@@ -85,18 +86,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     classifier = build(cfg.model)
     callbacks = build_all(cfg.get("callbacks")) + build_all(cfg.get("logger"))
     trainer = build(cfg.trainer, callbacks=callbacks, backup_dir=run.backup_dir)
-    return run_recipe(
-        datamodule,
-        classifier,
-        trainer,
-        run,
-        stages=build_all(cfg.get("stages")),
-        optimized_metric=cfg.optimized_metric,
-        optimized_mode=cfg.optimized_mode,
-        evaluate=cfg.evaluate,
-        eval_options=dict(cfg.eval),
-        seed=cfg.seed,
-    )
+    stages = build_all(cfg.get("stages"))
+    trackers = [callback for callback in callbacks if isinstance(callback, RunTracker)]
+    params = run_params(resolved(cfg), run.run_info())
+    data_source = str(cfg.data.get("table") or cfg.data.get("root"))
+    tags = run_tags(run.run_info(), data_source, str(run.path), cfg.get("tags", []), cfg.get("description", ""))
+    with tracked_run(trackers, run, params, tags) as finish:
+        metrics = run_recipe(
+            datamodule,
+            classifier,
+            trainer,
+            run,
+            stages=stages,
+            optimized_metric=cfg.optimized_metric,
+            optimized_mode=cfg.optimized_mode,
+            evaluate=cfg.evaluate,
+            eval_options=dict(cfg.eval),
+            seed=cfg.seed,
+        )
+        finish(metrics)
+    return metrics
 
 
 def fast_dev_run_data_options(cfg: DictConfig) -> dict:

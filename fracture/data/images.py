@@ -9,6 +9,7 @@ EXIF-rotated photos of films, and DICOM with its grey-level transforms.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,24 @@ def read_xray(
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     return np.ascontiguousarray(pixels[..., :3])
+
+
+def read_xray_bytes(
+    data: bytes, filename: str | None = None, max_pixels: int | None = None, limits: ShapeLimits | None = DEFAULT_LIMITS
+) -> np.ndarray:
+    """`read_xray` for a file's bytes (an upload, a request to an MLflow model), named `filename` in errors.
+
+    The bytes go through a temporary file, because DICOM and some Pillow formats read from a path; its
+    suffix comes from `filename`, so a `.dcm` upload is read as DICOM even without the DICM preamble.
+    """
+    suffix = Path(filename or "").suffix.lower()
+    with tempfile.NamedTemporaryFile(suffix=suffix if suffix in IMAGE_SUFFIXES else "") as upload:
+        upload.write(data)
+        upload.flush()
+        try:
+            return read_xray(upload.name, max_pixels, limits)
+        except UnreadableImage as error:  # readers name the file: never the temporary path
+            raise type(error)(str(error).replace(upload.name, Path(filename or "upload").name)) from None
 
 
 def header_kind(path: Path) -> tuple[str, str]:

@@ -12,16 +12,13 @@ for research and teaching, not a medical device.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time, and they
 # refer to objects local to create_app.
 import secrets
-import tempfile
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
-from pathlib import Path
 from typing import Annotated
 
 import keras
-import numpy as np
 import uvicorn
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -34,7 +31,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from fracture import __version__
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
-from fracture.data.images import IMAGE_SUFFIXES, TooManyPixels, UnreadableImage, UnsuitableImage, read_xray
+from fracture.data.images import TooManyPixels, UnreadableImage, UnsuitableImage, read_xray_bytes
 from fracture.inference.predictor import Predictor
 from fracture.serving.worker import ModelWorker
 
@@ -57,18 +54,6 @@ class ServeSettings:
     token: str | None = None
     min_side: int = MIN_SIDE
     max_aspect: float = MAX_ASPECT
-
-
-def decode_upload(data: bytes, filename: str | None, max_pixels: int, limits: ShapeLimits) -> np.ndarray:
-    """An uploaded file's pixels, read by the same readers as `fracture.predict` (DICOM included)."""
-    suffix = Path(filename or "").suffix.lower()
-    with tempfile.NamedTemporaryFile(suffix=suffix if suffix in IMAGE_SUFFIXES else "") as upload:
-        upload.write(data)
-        upload.flush()
-        try:
-            return read_xray(upload.name, max_pixels, limits)
-        except UnreadableImage as error:  # readers name the file: never the server's path
-            raise type(error)(str(error).replace(upload.name, Path(filename or "upload").name)) from None
 
 
 def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings | None = None) -> FastAPI:
@@ -105,7 +90,7 @@ def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings
         started = time.perf_counter()
         data = await upload.read()
         try:
-            pixels = await run_in_threadpool(decode_upload, data, upload.filename, settings.max_pixels, limits)
+            pixels = await run_in_threadpool(read_xray_bytes, data, upload.filename, settings.max_pixels, limits)
         except TooManyPixels as error:
             raise HTTPException(413, str(error)) from error
         except UnsuitableImage as error:
