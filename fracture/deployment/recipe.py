@@ -37,7 +37,7 @@ def parity_failure(results: list[ParityResult]) -> ExportError | None:
     return ExportError(f"parity check failed ({details}). The artifact does not compute what the checkpoint does.")
 
 
-def _move_into(staged: Path, target: Path) -> None:
+def move_into(staged: Path, target: Path) -> None:
     """Replace `target` (file or folder) by `staged`; the old one is removed only once the new one is in place."""
     retired = target.with_name(f".{target.name}.old")
     shutil.rmtree(retired, ignore_errors=True)
@@ -48,6 +48,17 @@ def _move_into(staged: Path, target: Path) -> None:
         shutil.rmtree(retired)
     else:
         retired.unlink(missing_ok=True)
+
+
+def update_contract(folder: Path, metadata: dict, identity: str, artifacts: dict) -> Path:
+    """Write `model.json` with `artifacts` added to the entries of earlier exports of the same checkpoint
+    (format=onnx, then format=tflite, then format=mlflow)."""
+    try:
+        previous = read_contract(folder / CONTRACT_NAME)
+        earlier = previous["artifacts"] if previous["checkpoint_id"] == identity else {}
+    except CheckpointError:  # no earlier model.json, or one of another format: start afresh
+        earlier = {}
+    return write_contract(folder, model_contract(metadata, identity, keras.backend.backend(), {**earlier, **artifacts}))
 
 
 def export_checkpoint(
@@ -73,16 +84,10 @@ def export_checkpoint(
         if failure := parity_failure(results):
             raise failure
         for path in staged.values():
-            _move_into(path, folder / path.name)
+            move_into(path, folder / path.name)
 
-    identity = checkpoint_id(ckpt_path)
-    try:  # keep the entries of earlier exports of the same checkpoint (format=onnx, then format=tflite)
-        previous = read_contract(folder / CONTRACT_NAME)
-        artifacts = previous["artifacts"] if previous["checkpoint_id"] == identity else {}
-    except CheckpointError:  # no earlier model.json, or one of another format: start afresh
-        artifacts = {}
-    for result in results:
-        artifacts[result.format] = {
+    artifacts = {
+        result.format: {
             "path": FORMATS[result.format][0],
             "runtime": RUNTIMES[result.format],
             "exported_with_backend": keras.backend.backend(),
@@ -90,7 +95,9 @@ def export_checkpoint(
             "parity_tolerance": result.tolerance,
             "parity_images": result.images,
         }
-    write_contract(folder, model_contract(metadata, identity, keras.backend.backend(), artifacts))
+        for result in results
+    }
+    update_contract(folder, metadata, checkpoint_id(ckpt_path), artifacts)
     return folder, results
 
 

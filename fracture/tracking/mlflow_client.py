@@ -23,7 +23,14 @@ RUN_RECORD = "mlflow.json"
 
 
 def require_mlflow():
-    """The `mlflow` module, or a one-line error naming the extra to install."""
+    """The `mlflow` module, or a one-line error naming the extra to install.
+
+    MLflow's usage telemetry is off unless `MLFLOW_DISABLE_TELEMETRY=false`: nothing about a hospital's runs
+    goes to a third party by default (and on a machine without internet its sender held up every exit).
+    Its download progress bars, which fill a log with carriage returns, are off unless asked for.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # both read when mlflow is first imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow
     except ImportError:
@@ -54,11 +61,8 @@ def connect(tracking_uri: str, request_timeout: int = 10, request_retries: int =
 
     MLflow's HTTP client retries a failed request 7 times with doubling waits (about 4 minutes) and waits
     120 s for an answer; a training run would stall that long at every epoch of an outage. These settings
-    apply unless `MLFLOW_HTTP_REQUEST_MAX_RETRIES` or `MLFLOW_HTTP_REQUEST_TIMEOUT` are set. MLflow's usage
-    telemetry is off unless `MLFLOW_DISABLE_TELEMETRY=false`: nothing of a hospital's runs leaves for a third
-    party by default, and on a machine without internet its sender delayed every exit.
+    apply unless `MLFLOW_HTTP_REQUEST_MAX_RETRIES` or `MLFLOW_HTTP_REQUEST_TIMEOUT` are set.
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is first imported
     mlflow = require_mlflow()
     check_reachable(tracking_uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(request_retries))
