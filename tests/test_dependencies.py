@@ -33,7 +33,7 @@ OPTIONAL_SUBPACKAGES = {
     "fracture/deployment": "export",
     "fracture/models/runtimes.py": "export",
     "fracture/data/tables.py": "tables",  # pyarrow, for Parquet label tables only
-    "fracture/tracking/mlflow": "mlflow",  # imported only for logger=mlflow and format=mlflow
+    "fracture/tracking": "mlflow",  # imported only for logger=mlflow and format=mlflow
 }
 
 

@@ -11,6 +11,8 @@ import sys
 
 import keras
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import DEMO_SMALL, compose_config, run_cli
 from mlflow_server import MLflowServer, free_port
@@ -185,3 +187,108 @@ def test_a_tracking_server_run_and_the_server_killed_mid_run(tmp_path, capsys):
         if r.info.run_id == json.loads((folder / "mlflow.json").read_text())["run_id"]
     ]
     assert second and second[0].info.status == "RUNNING" and second[0].data.params["trainer.epochs"] == "2"
+
+
+def export_to_registry(tmp_path, checkpoint, uri: str, name: str = "fracture-tiny"):
+    """`python -m fracture.export format=mlflow export.register_as=<name>`, in this process."""
+    from fracture.export import export
+
+    overrides = [f"ckpt_path={checkpoint}", "format=mlflow", f"export.dir={tmp_path}/export"]
+    overrides += [f"export.register_as={name}", f"export.tracking_uri={uri}"]
+    [result] = export(compose_config(tmp_path, *overrides, name="export"))
+    return result
+
+
+def predicted_by_fracture(tmp_path, checkpoint, inputs) -> list:
+    """`python -m fracture.predict` on `inputs`, in this process."""
+    from fracture.predict import predict
+
+    listed = ",".join(f"'{path}'" for path in inputs)
+    return predict(compose_config(tmp_path, f"ckpt_path={checkpoint}", f"inputs=[{listed}]", name="predict"))
+
+
+@pytest.mark.backend
+def test_the_registered_mlflow_model_answers_as_fracture_predict(
+    tmp_path, tiny_checkpoint, synthetic_root, monkeypatch
+):
+    from fracture.models.checkpoint import checkpoint_id
+    from fracture.tracking.mlflow_client import write_run_record
+    from fracture.tracking.mlflow_model import register_model
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for models:/ URIs
+    result = export_to_registry(tmp_path, tiny_checkpoint, uri)
+    assert result.passed and result.images >= 12
+    contract = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert contract["artifacts"]["mlflow"]["path"] == "mlflow_model"
+    saved = mlflow.models.Model.load(str(tmp_path / "export" / "mlflow_model"))
+    assert saved.metadata["fracture_checkpoint_id"] == checkpoint_id(tiny_checkpoint)
+    assert saved.signature.inputs.input_names() == ["image", "path"]
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    inputs = [*sorted((synthetic_root / "val").rglob("*.png"))[:4], broken]
+    expected = predicted_by_fracture(tmp_path, tiny_checkpoint, inputs)
+    model = mlflow.pyfunc.load_model("models:/fracture-tiny/1")
+    by_path = model.predict(pd.DataFrame({"path": [str(path) for path in inputs]}))
+    by_bytes = model.predict(pd.DataFrame({"image": [path.read_bytes() for path in inputs]}))
+    for answer in (by_path, by_bytes):
+        assert list(answer["label"][:4]) == [p.label for p in expected[:4]]
+        assert answer["probability"][:4].to_numpy() == pytest.approx([p.probability for p in expected[:4]], abs=1e-6)
+        assert answer["threshold"][0] == expected[0].threshold
+        assert np.isnan(answer["probability"][4]) and "not a readable image" in answer["error"][4]
+    assert "not a readable image" in expected[4].error
+
+    # A checkpoint whose run was logged to MLflow: its model version belongs to that run.
+    run_folder = tmp_path / "trained"
+    (run_folder / "checkpoints").mkdir(parents=True)
+    copy = run_folder / "checkpoints" / "best_model.keras"
+    copy.write_bytes(tiny_checkpoint.read_bytes())
+    client = client_for(uri)
+    training_run = client.create_run(client.create_experiment("train", (tmp_path / "mlruns").as_uri())).info.run_id
+    write_run_record(run_folder, uri, "1", training_run)
+    version = register_model(tmp_path / "export" / "mlflow_model", copy, "fracture-tiny", uri)
+    assert version == 2
+    assert client.get_model_version("fracture-tiny", "2").run_id == training_run
+
+
+@pytest.mark.slow  # about 25 s: the scoring server imports MLflow, Keras and the backend before it answers
+def test_mlflow_models_serve_answers_an_image_as_fracture_predict(tmp_path, tiny_checkpoint, synthetic_root):
+    import base64
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    export_to_registry(tmp_path, tiny_checkpoint, uri)
+    image = sorted((synthetic_root / "val").rglob("*.png"))[0]
+    [expected] = predicted_by_fracture(tmp_path, tiny_checkpoint, [image])
+    port = free_port()
+    command = [shutil.which("mlflow"), "models", "serve", "-m", "models:/fracture-tiny/1", "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - the server writes to it while it runs
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image.read_bytes()).decode()]]}}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            raise AssertionError("mlflow models serve did not answer within 180 s")
+        [answer] = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        log.close()
+    assert answer["label"] == expected.label and answer["threshold"] == expected.threshold
+    assert answer["probability"] == pytest.approx(expected.probability, abs=1e-6)
