@@ -224,6 +224,9 @@ def test_the_registered_mlflow_model_answers_as_fracture_predict(
     saved = mlflow.models.Model.load(str(tmp_path / "export" / "mlflow_model"))
     assert saved.metadata["fracture_checkpoint_id"] == checkpoint_id(tiny_checkpoint)
     assert saved.signature.inputs.input_names() == ["image", "path"]
+    # A model from code: loading it runs fracture's file, and no pickled object is in it.
+    assert saved.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert not list((tmp_path / "export" / "mlflow_model").rglob("*.pkl"))
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")

@@ -20,6 +20,8 @@ from fracture.io import write_json_atomic
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # `<run>/mlflow.json`: which MLflow run records this run folder (a resume continues it, an export logs into it).
 RUN_RECORD = "mlflow.json"
+# MLflow 3's UI opens an experiment in its GenAI view unless the experiment says it trains models.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def require_mlflow():
@@ -89,7 +91,7 @@ def experiment_id(client, name: str, tracking_uri: str) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=local_artifact_location(tracking_uri))
+        return client.create_experiment(name, local_artifact_location(tracking_uri), tags=EXPERIMENT_TAGS)
     except MlflowException:  # another job created it in between
         found = client.get_experiment_by_name(name)
         if found is None:
