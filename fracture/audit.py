@@ -11,11 +11,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from fracture.cli import CONFIG_DIR, build, user_errors
+from fracture.cli import CONFIG_DIR, build
 from fracture.console import console
 from fracture.data.audit import AuditSettings, cached_audit
 from fracture.data.audit_report import audit_table, write_audit
 from fracture.data.records import audit_files, scan_records
+from fracture.errors import user_errors
 
 
 def audit(cfg: DictConfig) -> dict:

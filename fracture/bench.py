@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fracture.benchmarking.report import table, write_report
 from fracture.benchmarking.runner import BenchSettings, run_benchmark
-from fracture.cli import CONFIG_DIR, user_errors
+from fracture.cli import CONFIG_DIR
 from fracture.console import console
+from fracture.errors import user_errors
 from fracture.models.backbones import EFFNET_WEIGHTS_FILE, keras_cache_dir
 
 

@@ -3,10 +3,8 @@ turning user errors into one line on stderr."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 
 # The entry points quiet TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes), which hides the
 # messages that matter; set before anything below imports TensorFlow. The library itself leaves it alone.
@@ -20,7 +18,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
-from fracture.errors import ConfigError, FractureError  # noqa: E402
+from fracture.errors import ConfigError, FractureError, user_errors  # noqa: E402
 from fracture.io import check_writable, nearest_existing  # noqa: E402
 from fracture.jax_depthwise import enable_fast_depthwise_conv  # noqa: E402
 from fracture.run_folder import RunFolder  # noqa: E402
@@ -94,16 +92,6 @@ def prepare_backend(cfg: DictConfig) -> None:
     """Backend set-up shared by the entry points, done before any model is built."""
     enable_compilation_cache(cfg.get("compilation_cache"))
     enable_fast_depthwise_conv(bool(cfg.get("fast_depthwise_conv", False)))
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Print a `FractureError` as `error: <message>` and exit with code 2; let real bugs show their traceback."""
-    try:
-        yield
-    except FractureError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 class OutputFolderCheck(Callback):

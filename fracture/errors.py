@@ -2,8 +2,11 @@
 
 Every problem a user can fix (a wrong path, a bad config value, a missing weights file) is raised as a
 subclass of `FractureError` with a message that says what to do. The command-line entry points print that
-message as one line on stderr and exit with code 2; library users can catch `FractureError`.
+message as one line on stderr and exit with code 2 (`user_errors`); library users can catch `FractureError`.
 """
+
+import contextlib
+import sys
 
 
 class FractureError(Exception):
@@ -28,3 +31,13 @@ class CheckpointError(FractureError):
 
 class ExportError(FractureError):
     """An export that cannot be made here, or an artifact that does not match its checkpoint."""
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Print a `FractureError` as `error: <message>` and exit with code 2; let real bugs show their traceback."""
+    try:
+        yield
+    except FractureError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

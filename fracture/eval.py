@@ -11,7 +11,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fracture.cli import CONFIG_DIR, build, prepare_backend, user_errors
+from fracture.cli import CONFIG_DIR, build, prepare_backend
+from fracture.errors import user_errors
 from fracture.evaluation import plots
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary

@@ -15,12 +15,12 @@ import keras
 from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 
-from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
+from fracture.cli import CONFIG_DIR, prepare_backend
 from fracture.console import console
 from fracture.deployment.exporters import parse_formats
 from fracture.deployment.parity import ParityResult
 from fracture.deployment.recipe import default_export_dir, export_checkpoint, parity_failure, verify_export
-from fracture.errors import ExportError
+from fracture.errors import ExportError, user_errors
 from fracture.tracking.mlflow_client import require_mlflow
 
 

@@ -16,11 +16,11 @@ import hydra
 from omegaconf import DictConfig
 from rich.table import Table
 
-from fracture.cli import CONFIG_DIR, prepare_backend, user_errors
+from fracture.cli import CONFIG_DIR, prepare_backend
 from fracture.console import console
 from fracture.data.geometry import ShapeLimits
 from fracture.data.images import expand_inputs
-from fracture.errors import ConfigError
+from fracture.errors import ConfigError, user_errors
 from fracture.evaluation.localisation import read_coco
 from fracture.inference.predictor import Prediction, load_predictor
 from fracture.io import atomic_path

@@ -11,8 +11,8 @@ import socket
 import hydra
 from omegaconf import DictConfig
 
-from fracture.cli import CONFIG_DIR, log, prepare_backend, user_errors
-from fracture.errors import ConfigError
+from fracture.cli import CONFIG_DIR, log, prepare_backend
+from fracture.errors import ConfigError, user_errors
 
 
 def is_loopback(host: str) -> bool:

@@ -17,9 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from fracture.cli import build, build_all, log, prepare_backend, user_errors
+from fracture.cli import build, build_all, log, prepare_backend
 from fracture.console import console
-from fracture.errors import ConfigError
+from fracture.errors import ConfigError, user_errors
 from fracture.job_memory import released_after_job
 from fracture.recipe import run_recipe
 from fracture.resume_config import check_resumable

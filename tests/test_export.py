@@ -80,6 +80,7 @@ def test_export_cli_writes_all_formats_and_the_onnx_model_predicts_the_same_labe
     assert (verified.stdout + verified.stderr).count(" ok ") == 3
 
 
+@pytest.mark.slow  # about 30 s; the JAX pass's backend tests export ONNX on JAX, and format parsing per backend stays
 def test_export_on_jax_writes_what_jax_can_and_names_the_backend_for_the_rest(tmp_path, trained):
     ckpt, _ = trained
     folder = tmp_path / "jax_export"

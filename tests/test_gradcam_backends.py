@@ -1,6 +1,7 @@
 """Grad-CAM is backend-agnostic: one checkpoint, the same heatmaps on TensorFlow and JAX."""
 
 import numpy as np
+import pytest
 from conftest import run_python
 
 GRADCAM_SCRIPT = """
@@ -46,6 +47,7 @@ np.save(sys.argv[2], np.concatenate([heatmaps.reshape(len(images), -1), probabil
 """
 
 
+@pytest.mark.slow  # about 28 s; Grad-CAM's own cross-backend test stays in the default suite
 def test_gradcam_plus_plus_matches_across_backends(tmp_path, tiny_checkpoint, synthetic_root):
     images = [
         p for name in ("fractured", "not fractured") for p in sorted((synthetic_root / "val" / name).glob("*.png"))[:2]

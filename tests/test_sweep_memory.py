@@ -38,6 +38,7 @@ def sweep_memory(tmp_path) -> list[dict]:
     return [json.loads(line) for line in records.read_text().splitlines()]
 
 
+@pytest.mark.slow  # about 50 s a backend on 2 cores; the default suite stays under 15 minutes
 @pytest.mark.backend
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc/self/status")
 def test_a_sweeps_peak_memory_stays_flat_from_the_second_job_on(tmp_path):

@@ -209,6 +209,7 @@ def test_the_audit_command_audits_the_files_a_table_lists(tmp_path):
     assert where["IMG0000099.jpg"] == where["IMG0000000.jpg"]  # one group, on one side of the cut
 
 
+@pytest.mark.slow  # about 27 s; the table, subgroup and study tests on small tables stay in the default suite
 @pytest.mark.skipif(not SHARED_FRACATLAS.is_dir(), reason="the shared FracAtlas subset is not on this machine")
 def test_a_tiny_model_trains_and_is_evaluated_on_the_shared_fracatlas_by_subgroup(tmp_path):
     from conftest import run_cli

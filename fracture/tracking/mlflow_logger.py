@@ -190,12 +190,11 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
                     self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
                 self.unsent_files.pop(0)
         except Exception as error:  # tracking must never stop training; what failed is kept, and said
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:300]
             log.warning(
-                "MLflow at %s did not take the run's records (%s); kept, sent again later",
-                self.tracking_uri,
-                str(error).splitlines()[0][:300],
+                "MLflow at %s did not take the run's records (%s); kept, sent again later", self.tracking_uri, reason
             )
-            self._write_unsent(str(error).splitlines()[0][:300])
+            self._write_unsent(reason)
         else:
             (self.run_dir / UNSENT_FILE).unlink(missing_ok=True)
 
@@ -207,7 +206,7 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
     def _write_unsent(self, reason: str) -> None:
         values = self._unsent_metrics()
         metrics = [{"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in values]
-        others = [{"key": entry.key, "value": entry.value} for entry in self.unsent if entry not in values]
+        others = [{"key": entry.key, "value": entry.value} for entry in self.unsent if not hasattr(entry, "step")]
         record = {
             "tracking_uri": self.tracking_uri,
             "run_id": self.run_id,

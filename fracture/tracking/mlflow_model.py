@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -29,13 +30,14 @@ from PIL import Image
 from fracture.data.images import UnreadableImage, read_xray_bytes
 from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult, reference_batch
 from fracture.errors import ExportError
-from fracture.inference.predictor import Predictor, load_predictor
+from fracture.inference.predictor import Prediction, Predictor, load_predictor
 from fracture.models.checkpoint import checkpoint_id, load_checkpoint
 from fracture.models.contract import model_contract, write_contract
 from fracture.tracking.mlflow_client import connect, experiment_id, read_run_record
 
 MODEL_FOLDER = "mlflow_model"
 BATCH = 32  # rows predicted in one pass
+COLUMNS = ["path", "probability", "label", "threshold", "error"]
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)]),
     outputs=Schema(
@@ -59,55 +61,33 @@ class FracturePyfunc(mlflow.pyfunc.PythonModel):
         self.predictor: Predictor = load_predictor(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        rows = []
+        answers = []
         for start in range(0, len(model_input), BATCH):
-            rows += predict_rows(self.predictor, model_input.iloc[start : start + BATCH])
-        return pd.DataFrame(rows, columns=["path", "probability", "label", "threshold", "error"])
+            answers += predict_rows(self.predictor, model_input.iloc[start : start + BATCH])
+        return pd.DataFrame([asdict(answer) for answer in answers], columns=COLUMNS)
 
 
-def predict_rows(predictor: Predictor, table: pd.DataFrame) -> list[dict]:
-    """One answer per row of `table`: its `image` bytes when given, else its `path`."""
-    inputs, names, refused = [], [], {}
+def predict_rows(predictor: Predictor, table: pd.DataFrame) -> list[Prediction]:
+    """One `Prediction` per row of `table`, from its `image` bytes when given, else from its `path`."""
+    answers: list[Prediction | None] = [None] * len(table)
+    readable = []  # (row, name, pixels or path)
     for index, row in enumerate(table.itertuples(index=False)):
         image, path = getattr(row, "image", None), getattr(row, "path", None)
-        names.append("" if not isinstance(path, str) else path)
-        if isinstance(image, bytes | bytearray):
-            try:
-                inputs.append(read_xray_bytes(bytes(image), path if isinstance(path, str) else None))
-            except UnreadableImage as error:
-                refused[index] = str(error)
-                inputs.append(None)
-        elif isinstance(path, str) and path:
-            inputs.append(path)
-        else:
-            refused[index] = "the row has neither image bytes nor a path"
-            inputs.append(None)
-    readable = [(index, item) for index, item in enumerate(inputs) if item is not None]
-    results = dict(zip((i for i, _ in readable), predictor.predict_batch([item for _, item in readable]), strict=True))
-    rows = []
-    for index, name in enumerate(names):
-        if index in refused:
-            rows.append(
-                {
-                    "path": name,
-                    "probability": None,
-                    "label": None,
-                    "threshold": predictor.threshold,
-                    "error": refused[index],
-                }
-            )
-            continue
-        prediction = results[index][0]
-        rows.append(
-            {
-                "path": name,
-                "probability": prediction.probability,
-                "label": prediction.label,
-                "threshold": prediction.threshold,
-                "error": prediction.error,
-            }
-        )
-    return rows
+        name = path if isinstance(path, str) else ""
+        try:
+            if isinstance(image, bytes | bytearray):
+                readable.append((index, name, read_xray_bytes(bytes(image), name or None)))
+            elif name:
+                readable.append((index, name, name))
+            else:
+                raise UnreadableImage("the row has neither image bytes nor a path")
+        except UnreadableImage as error:
+            answers[index] = Prediction(name, None, None, predictor.threshold, str(error))
+    predicted = predictor.predict_batch([item for _, _, item in readable])
+    for (index, name, _), (prediction, _, _) in zip(readable, predicted, strict=True):
+        prediction.path = name  # bytes were read as an array, which Predictor names "<array>"
+        answers[index] = prediction
+    return answers
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -20,8 +20,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fracture.cli import user_errors
 from fracture.console import console
+from fracture.errors import user_errors
 from fracture.io import write_json_atomic
 from fracture.tracking.mlflow_client import connect, experiment_id
 from fracture.tracking.tracker import FINISHED, flatten
