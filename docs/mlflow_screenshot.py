@@ -1,7 +1,7 @@
 """The MLflow UI with a fracture sweep, as docs/mlflow-sweep.png: a real `mlflow server` on a loopback port
 (the tests' tests/mlflow_server.py), a 3-job sweep of the synthetic demo logged to it, and headless Chromium.
 
-    python docs/mlflow_screenshot.py             # about 2 minutes on 2 cores; needs chromium and chromedriver
+    python docs/mlflow_screenshot.py             # about 70 s on 2 cores; needs chromium and chromedriver
 
 Nothing leaves 127.0.0.1; the server and the browser are stopped at the end.
 """

@@ -91,6 +91,43 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path):
     assert run.data.metrics["test/auroc"] == 0.7 and "best/checkpoint" not in run.data.metrics
 
 
+def test_what_an_outage_kept_is_resent_later(tmp_path, monkeypatch, capsys):
+    """Records that MLflow did not take are kept in the run folder; `fracture.tracking.resend` sends them, files
+    and the run's end included, and a second resend says there is nothing left."""
+    from fracture.tracking.resend import main as resend_main
+
+    uri, folder = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "report.md").write_text("# report")
+    (folder / "checkpoints" / "best_model.keras").write_bytes(b"weights")
+    logger = MLflowLogger(
+        folder, tracking_uri=uri, experiment_name="outage", artifacts=["report.md", "checkpoints/best_model.keras"]
+    )
+    logger.begin({"seed": "1"}, {"fracture.backend": "x"})
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Connection refused")
+
+    for method in ("log_batch", "log_artifact", "log_artifacts", "set_terminated"):
+        monkeypatch.setattr(logger.client, method, unreachable)
+    logger.on_epoch_end(0, {"loss": 0.9, "val_loss": 1.0})
+    logger.end(RunFolder(folder), {"test/auroc": 0.7}, "FINISHED")
+    kept = json.loads((folder / UNSENT_FILE).read_text())
+    assert kept["status"] == "FINISHED" and kept["files"] == ["report.md", "checkpoints/best_model.keras"]
+    assert "python -m fracture.tracking.resend" in capsys.readouterr().out
+
+    resend_main([str(folder)])
+    client = client_for(uri)
+    run = only_run(client, "outage")
+    assert run.info.status == "FINISHED" and run.data.params == {"seed": "1"}
+    assert steps(client, run.info.run_id, "val/loss") == [0] and run.data.metrics["test/auroc"] == 0.7
+    assert artifact_paths(client, run.info.run_id) == {"report.md", "checkpoints"}
+    assert not (folder / UNSENT_FILE).exists()
+    with pytest.raises(SystemExit) as nothing_left:
+        resend_main([str(folder)])
+    assert nothing_left.value.code == 2
+
+
 def test_a_sweep_is_one_parent_run_with_a_nested_run_per_job(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = run_cli(

@@ -12,8 +12,9 @@ In a sweep (`fracture.tracking.mlflow_sweep`), each job's run is nested under th
 
 A tracking server that does not answer at the start is one error line. One that goes away during training
 costs no training: what could not be sent is kept and sent again at the next epoch and at the run's end; what
-is still unsent then stays in `<run>/mlflow_unsent.json` (the run folder holds all of it anyway), and the run
-says so in its output and in `metrics.json` (`mlflow/unsent`).
+is still unsent then stays in `<run>/mlflow_unsent.json` (the run folder holds all of it anyway), the run says so in
+its output and in `metrics.json` (`mlflow/unsent`), and `python -m fracture.tracking.resend <run>` sends it
+later (`fracture.tracking.resend`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ ARTIFACTS = (
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for a nested run
 # MLflow's limits on a parameter's value and a tag's value, in characters.
 MAX_PARAM_LENGTH, MAX_TAG_LENGTH = 6000, 8000
+
+
+def artifact_folder(name: str) -> str | None:
+    """Where a run-folder file goes among the artifacts: `checkpoints/best_model.keras` -> `checkpoints`."""
+    parent = Path(name).parent
+    return None if parent == Path() else str(parent)
 
 
 def metric_key(name: str) -> str:
@@ -103,6 +110,7 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
         self.unsent_files: list[str] = []
         self.epoch_keys: set[str] = set()
         self.last_step = 0
+        self.ending: str | None = None  # the run's final status, once `end` is called
 
     # ------------------------------------------------------------------ the run's life
     def begin(self, params: dict[str, str], tags: dict[str, str]) -> None:
@@ -150,6 +158,7 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
             return
         from mlflow.entities import Metric, RunTag
 
+        self.ending = status
         if status == FINISHED:
             now = int(time.time() * 1000)
             for key, value in metrics.items():
@@ -183,11 +192,10 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
                 self.unsent = []
             while self.unsent_files:
                 name = self.unsent_files[0]
-                path, folder = self.run_dir / name, str(Path(name).parent) if Path(name).parent != Path() else None
-                if path.is_dir():
-                    self.client.log_artifacts(self.run_id, str(path), artifact_path=name)
+                if (self.run_dir / name).is_dir():
+                    self.client.log_artifacts(self.run_id, str(self.run_dir / name), artifact_path=name)
                 else:
-                    self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+                    self.client.log_artifact(self.run_id, str(self.run_dir / name), artifact_path=artifact_folder(name))
                 self.unsent_files.pop(0)
         except Exception as error:  # tracking must never stop training; what failed is kept, and said
             reason = (str(error).splitlines() or [type(error).__name__])[0][:300]
@@ -204,9 +212,15 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
         return [entry for entry in self.unsent if isinstance(entry, Metric)]
 
     def _write_unsent(self, reason: str) -> None:
-        values = self._unsent_metrics()
+        from mlflow.entities import Metric, Param
+
+        values = [entry for entry in self.unsent if isinstance(entry, Metric)]
         metrics = [{"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in values]
-        others = [{"key": entry.key, "value": entry.value} for entry in self.unsent if not hasattr(entry, "step")]
+        others = [
+            {"kind": "param" if isinstance(entry, Param) else "tag", "key": entry.key, "value": entry.value}
+            for entry in self.unsent
+            if not isinstance(entry, Metric)
+        ]
         record = {
             "tracking_uri": self.tracking_uri,
             "run_id": self.run_id,
@@ -214,6 +228,7 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
             "metrics": metrics,
             "params_and_tags": others,
             "files": self.unsent_files,
+            "status": self.ending,  # how the run ended, for `resend` to tell MLflow
         }
         try:
             write_json_atomic(self.run_dir / UNSENT_FILE, record)
@@ -230,7 +245,8 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
         values = len(self._unsent_metrics())
         message = (
             f"MLflow at {self.tracking_uri} did not take {values} metric values and {len(self.unsent_files)} files "
-            f"of run {self.run_id}; they are listed in {self.run_dir / UNSENT_FILE} (the run folder has them all)"
+            f"of run {self.run_id}; they are in {self.run_dir / UNSENT_FILE}, and python -m fracture.tracking.resend "
+            f"{self.run_dir} sends them once it answers again"
         )
         print(f"warning: {message}")
         try:
