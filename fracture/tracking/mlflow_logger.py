@@ -80,7 +80,8 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
         parent_run_id: nest this run under that one (a sweep's parent run).
         tags: more tags for the run.
         artifacts: the run folder's files to log when the run finishes.
-        request_timeout, request_retries: for a tracking server (see `fracture.tracking.mlflow_client.connect`).
+        request_timeout: seconds a tracking server may take to answer one request (see `mlflow_client.connect`).
+        request_retries: retries of a failed request before its records are kept for later.
     """
 
     def __init__(
