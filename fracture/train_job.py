@@ -88,9 +88,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build(cfg.trainer, callbacks=callbacks, backup_dir=run.backup_dir)
     stages = build_all(cfg.get("stages"))
     trackers = [callback for callback in callbacks if isinstance(callback, RunTracker)]
-    params = run_params(resolved(cfg), run.run_info())
+    info = run.run_info()
+    params = run_params(resolved(cfg), info)
     data_source = str(cfg.data.get("table") or cfg.data.get("root"))
-    tags = run_tags(run.run_info(), data_source, str(run.path), cfg.get("tags", []), cfg.get("description", ""))
+    tags = run_tags(info, data_source, str(run.path), cfg.get("tags", []), cfg.get("description", ""))
     with tracked_run(trackers, run, params, tags) as finish:
         metrics = run_recipe(
             datamodule,

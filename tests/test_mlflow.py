@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DEMO_SMALL, compose_config, run_cli
-from mlflow_server import MLflowServer, free_port
+from mlflow_server import MLflowServer, ModelServer, free_port
 
 from fracture.errors import ConfigError
 from fracture.run_folder import RunFolder
@@ -295,40 +295,17 @@ def test_the_registered_mlflow_model_answers_as_fracture_predict(
 @pytest.mark.slow  # about 25 s: the scoring server imports MLflow, Keras and the backend before it answers
 def test_mlflow_models_serve_answers_an_image_as_fracture_predict(tmp_path, tiny_checkpoint, synthetic_root):
     import base64
-    import shutil
-    import subprocess
-    import time
     import urllib.request
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     export_to_registry(tmp_path, tiny_checkpoint, uri)
     image = sorted((synthetic_root / "val").rglob("*.png"))[0]
     [expected] = predicted_by_fracture(tmp_path, tiny_checkpoint, [image])
-    port = free_port()
-    command = [shutil.which("mlflow"), "models", "serve", "-m", "models:/fracture-tiny/1", "--env-manager", "local"]
-    command += ["-h", "127.0.0.1", "-p", str(port)]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - the server writes to it while it runs
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image.read_bytes()).decode()]]}}
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            raise AssertionError("mlflow models serve did not answer within 180 s")
+    with ModelServer("models:/fracture-tiny/1", uri, tmp_path / "serve.log") as server:
+        request = urllib.request.Request(
+            f"{server.uri}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
         [answer] = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
-        log.close()
     assert answer["label"] == expected.label and answer["threshold"] == expected.threshold
     assert answer["probability"] == pytest.approx(expected.probability, abs=1e-6)

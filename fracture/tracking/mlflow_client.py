@@ -1,7 +1,7 @@
 """Connecting to MLflow: the extra's import, a server's reachability, the experiment, the run-folder record.
 
 Shared by the logger (`fracture.tracking.mlflow_logger`), the sweep's parent run (`mlflow_sweep`) and the
-MLflow export (`fracture.deployment.mlflow_model`). MLflow is imported only here, when first used.
+MLflow export (`fracture.tracking.mlflow_model`). MLflow is imported only here, when first used.
 """
 
 from __future__ import annotations

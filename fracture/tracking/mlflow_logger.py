@@ -58,10 +58,14 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for a nested run
 MAX_PARAM_LENGTH, MAX_TAG_LENGTH = 6000, 8000
 
 
-def artifact_folder(name: str) -> str | None:
-    """Where a run-folder file goes among the artifacts: `checkpoints/best_model.keras` -> `checkpoints`."""
-    parent = Path(name).parent
-    return None if parent == Path() else str(parent)
+def log_run_file(client, run_id: str, run_dir: Path, name: str) -> None:
+    """Log `run_dir/name` (a file or a folder) as the artifact `name`: `checkpoints/best_model.keras` goes to
+    the artifact folder `checkpoints`, `plots/` becomes the artifact folder `plots`."""
+    local, parent = run_dir / name, Path(name).parent
+    if local.is_dir():
+        client.log_artifacts(run_id, str(local), artifact_path=name)
+    else:
+        client.log_artifact(run_id, str(local), artifact_path=None if parent == Path() else str(parent))
 
 
 def metric_key(name: str) -> str:
@@ -192,11 +196,7 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
                 )
                 self.unsent = []
             while self.unsent_files:
-                name = self.unsent_files[0]
-                if (self.run_dir / name).is_dir():
-                    self.client.log_artifacts(self.run_id, str(self.run_dir / name), artifact_path=name)
-                else:
-                    self.client.log_artifact(self.run_id, str(self.run_dir / name), artifact_path=artifact_folder(name))
+                log_run_file(self.client, self.run_id, self.run_dir, self.unsent_files[0])
                 self.unsent_files.pop(0)
         except Exception as error:  # tracking must never stop training; what failed is kept, and said
             reason = (str(error).splitlines() or [type(error).__name__])[0][:300]
@@ -215,7 +215,7 @@ class MLflowLogger(keras.callbacks.Callback, RunTracker):
     def _write_unsent(self, reason: str) -> None:
         from mlflow.entities import Metric, Param
 
-        values = [entry for entry in self.unsent if isinstance(entry, Metric)]
+        values = self._unsent_metrics()
         metrics = [{"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in values]
         others = [
             {"kind": "param" if isinstance(entry, Param) else "tag", "key": entry.key, "value": entry.value}

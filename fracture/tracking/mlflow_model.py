@@ -31,7 +31,7 @@ from fracture.data.images import UnreadableImage, read_xray_bytes
 from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult, reference_batch
 from fracture.errors import ExportError
 from fracture.inference.predictor import Prediction, Predictor, load_predictor
-from fracture.models.checkpoint import checkpoint_id, load_checkpoint
+from fracture.models.checkpoint import checkpoint_id, read_metadata
 from fracture.models.contract import model_contract, write_contract
 from fracture.tracking.mlflow_client import connect, experiment_id, read_run_record
 
@@ -140,7 +140,7 @@ def export_mlflow_model(
     from fracture.deployment.recipe import move_into, parity_failure, update_contract
 
     ckpt_path, folder = Path(ckpt_path).expanduser(), Path(folder).expanduser()
-    _, metadata = load_checkpoint(ckpt_path, compile=False)
+    metadata = read_metadata(ckpt_path)  # the model itself is loaded once, by the parity check's Predictor
     images = reference_batch(int(metadata["image_size"]), list(verify_inputs))
     identity = checkpoint_id(ckpt_path)
     entry = {"path": MODEL_FOLDER, "runtime": "mlflow pyfunc", "exported_with_backend": keras.backend.backend()}
@@ -175,7 +175,7 @@ def verify_mlflow_model(
     exported_from = mlflow.models.Model.load(str(model_dir)).metadata.get("fracture_checkpoint_id")
     if exported_from != checkpoint_id(ckpt_path):
         raise ExportError(f"{model_dir} was exported from checkpoint {exported_from}, not from {ckpt_path}.")
-    _, metadata = load_checkpoint(ckpt_path, compile=False)
+    metadata = read_metadata(ckpt_path)  # the model itself is loaded once, by the parity check's Predictor
     images = reference_batch(int(metadata["image_size"]), list(verify_inputs))
     return check_model_parity(model_dir, Path(ckpt_path).expanduser(), images, tolerance)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fracture.errors import ConfigError, user_errors
 from fracture.tracking.mlflow_client import connect
-from fracture.tracking.mlflow_logger import UNSENT_FILE, artifact_folder
+from fracture.tracking.mlflow_logger import UNSENT_FILE, log_run_file
 
 
 def resend(run_dir: str | Path, tracking_uri: str | None = None) -> dict:
@@ -39,11 +39,8 @@ def resend(run_dir: str | Path, tracking_uri: str | None = None) -> dict:
     tags = [RunTag(e["key"], e["value"]) for e in params_and_tags if e.get("kind") == "tag"]
     client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
     for name in record["files"]:
-        local = run_dir / name
-        if local.is_dir():
-            client.log_artifacts(run_id, str(local), artifact_path=name)
-        elif local.is_file():
-            client.log_artifact(run_id, str(local), artifact_path=artifact_folder(name))
+        if (run_dir / name).exists():  # a file deleted since is left out
+            log_run_file(client, run_id, run_dir, name)
     if record.get("status"):
         client.set_terminated(run_id, status=record["status"])
     path.unlink()
