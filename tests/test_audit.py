@@ -168,6 +168,7 @@ def test_real_radiographs_with_random_names(tmp_path):
             assert (group_of[a] == group_of[b]) == (truth[a] == truth[b]), (a, truth[a], b, truth[b])
 
 
+@pytest.mark.slow  # about 20 s; the audit command stays in the default suite through test_tables' table audit
 def test_audit_cli(tmp_path, copied_dataset):
     result = run_cli(
         "fracture.audit",

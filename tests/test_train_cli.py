@@ -136,6 +136,7 @@ print("DEVICES", trainer.parallel.devices, type(classifier.model.distribute_stra
 """
 
 
+@pytest.mark.slow  # about 18 s; several devices stay in the default suite through test_two_simulated_devices_on_jax
 def test_two_logical_cpus_on_tensorflow(synthetic_root):
     """trainer.devices=2 on TensorFlow: MirroredStrategy over two logical CPU devices."""
     done = run_python(MIRRORED, synthetic_root)
