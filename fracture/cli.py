@@ -94,6 +94,11 @@ def prepare_backend(cfg: DictConfig) -> None:
     enable_fast_depthwise_conv(bool(cfg.get("fast_depthwise_conv", False)))
 
 
+def backend_options(cfg: DictConfig) -> dict:
+    """What `prepare_backend` reads, as plain values, for processes that set themselves up (Ray's actors)."""
+    return {"compilation_cache": cfg.get("compilation_cache"), "fast_depthwise_conv": cfg.get("fast_depthwise_conv")}
+
+
 class OutputFolderCheck(Callback):
     """Refuse, as one line, a run or sweep folder that cannot be created, before Hydra tries to create it
     (Hydra's own failure is a traceback). Registered in conf/hydra/default.yaml."""

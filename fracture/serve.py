@@ -11,7 +11,7 @@ import socket
 import hydra
 from omegaconf import DictConfig
 
-from fracture.cli import CONFIG_DIR, log, prepare_backend
+from fracture.cli import CONFIG_DIR, backend_options, log, prepare_backend
 from fracture.errors import ConfigError, user_errors
 
 
@@ -43,6 +43,8 @@ def check_bind(host: str, allow_remote: bool, token: str | None) -> None:
 def serve(cfg: DictConfig) -> None:
     settings = cfg.serve
     check_bind(settings.host, settings.allow_remote, settings.token)
+    if cfg.engine not in ("local", "ray"):
+        raise ConfigError(f"engine must be local or ray, got {cfg.engine!r}.")
     try:
         from fracture.serving import ServeSettings, create_app, run_server
     except ModuleNotFoundError as error:
@@ -58,11 +60,43 @@ def serve(cfg: DictConfig) -> None:
         min_side=int(settings.min_side),
         max_aspect=float(settings.max_aspect),
     )
+    if cfg.engine == "ray":
+        serve_replicas(cfg, limits)
+        return
     predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels)
     predictor.warm_up()  # the first request should not pay for compiling and freezing
     app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits)
     log.info("serving %s on http://%s:%d (not a medical device)", cfg.ckpt_path, settings.host, settings.port)
     run_server(app, settings.host, int(settings.port), settings.log_level)
+
+
+def serve_replicas(cfg: DictConfig, limits) -> None:
+    """`engine=ray`: the same app on `serve.replicas` Ray Serve replicas (`fracture.serving.ray_serve`)."""
+    from fracture.ray_cluster import RaySettings, require_ray
+
+    require_ray()
+    from fracture.serving.ray_serve import ReplicaSpec, serve_on_ray
+
+    settings = cfg.serve
+    if settings.max_batch_size < 1 or settings.batch_wait_ms < 0 or settings.max_queued < 1:
+        raise ConfigError("serve.max_batch_size and serve.max_queued must be at least 1, serve.batch_wait_ms >= 0.")
+    spec = ReplicaSpec(
+        str(cfg.ckpt_path),
+        limits,
+        cfg.gradcam_layer,
+        max_batch_size=int(settings.max_batch_size),
+        batch_wait_ms=float(settings.batch_wait_ms),
+        backend=backend_options(cfg),
+    )
+    ray_settings = RaySettings(cfg.ray.address, int(settings.replicas), cfg.ray.cpus_per_replica)
+    log.info(
+        "serving %s on http://%s:%d with %d Ray Serve replica(s) (not a medical device)",
+        cfg.ckpt_path,
+        settings.host,
+        settings.port,
+        settings.replicas,
+    )
+    serve_on_ray(spec, ray_settings, settings.host, int(settings.port), int(settings.max_queued))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")

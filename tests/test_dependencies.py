@@ -29,6 +29,11 @@ def requirement_name(requirement: str) -> str:
 # Library subpackages (and modules) that stand behind an extra (`pip install fracture[serve]`) may use that
 # extra too; the runtimes of exported models import theirs when asked, with an error naming the extra.
 OPTIONAL_SUBPACKAGES = {
+    # Ray's modules first: the first entry that matches a file decides (ray_serve.py also has serve's imports).
+    "fracture/ray_cluster.py": "ray",
+    "fracture/inference/ray_predict.py": "ray",
+    "fracture/training/ray_extraction.py": "ray",
+    "fracture/serving/ray_serve.py": "ray",
     "fracture/serving": "serve",
     "fracture/deployment": "export",
     "fracture/models/runtimes.py": "export",

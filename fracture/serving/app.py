@@ -56,11 +56,15 @@ class ServeSettings:
     max_aspect: float = MAX_ASPECT
 
 
-def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings | None = None) -> FastAPI:
-    """The service around a loaded `Predictor`; `checkpoint_id` names the checkpoint in every answer."""
+def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings | None = None, worker=None) -> FastAPI:
+    """The service around a loaded `Predictor`; `checkpoint_id` names the checkpoint in every answer.
+
+    `worker` runs the model calls: by default a `ModelWorker` (one at a time, in arrival order); Ray Serve's
+    replicas pass one that batches (`fracture.serving.ray_serve`). It needs `await predict(pixels, explain)`
+    and `close()`."""
     settings = settings or ServeSettings()
     limits = ShapeLimits(settings.min_side, settings.max_aspect)
-    worker = ModelWorker(predictor)
+    worker = worker or ModelWorker(predictor)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -43,5 +43,10 @@ class ModelWorker:
     async def predict(self, pixels: np.ndarray, explain: bool = False) -> Result:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, pixels, explain)
 
+    async def predict_many(self, images: list[np.ndarray]) -> list[Result]:
+        """Several images in one batched model call (a batching front end collects them), one result each."""
+        rows = await asyncio.get_running_loop().run_in_executor(self._executor, self.predictor.predict_batch, images)
+        return [Result(prediction) for prediction, _, _ in rows]
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)

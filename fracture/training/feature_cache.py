@@ -26,7 +26,9 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -36,7 +38,7 @@ import tensorflow as tf
 from fracture.cache_entry import read_entry, write_entry
 from fracture.console import console, progress_bar
 from fracture.data.pipeline import epoch_order, numpy_rows
-from fracture.errors import DataError
+from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
@@ -118,29 +120,70 @@ def key_name(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def extract(forward, batches, out: np.ndarray, batch_size: int, description: str) -> dict:
-    """Fill `out` `(views, N, ...)` with `forward`'s outputs for `batches` of `(views, B, H, W, 3)` images.
+class LocalBackbone:
+    """Runs the backbone in this process: its frozen inference pass, frozen on first use and kept for the next
+    split. (`fracture.training.ray_extraction.RayBackbones` runs it on Ray actors instead.)"""
+
+    def __init__(self):
+        self._frozen: tuple[keras.Model, object] | None = None  # (backbone, its frozen forward pass)
+
+    def run(self, backbone: keras.Model, batches: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, float]]:
+        """(features, seconds in the backbone) for each batch, in order."""
+        for batch in batches:
+            if self._frozen is None or self._frozen[0] is not backbone:
+                self._frozen = (backbone, frozen_inference(backbone))
+            called = time.perf_counter()
+            features = np.asarray(self._frozen[1](batch))
+            yield features, time.perf_counter() - called
+
+
+def extraction_engine(name: str, ray_options: dict | None):
+    """What runs the backbone for the feature cache: `LocalBackbone`, or `RayBackbones` for "ray"."""
+    if name == "local":
+        return LocalBackbone()
+    if name != "ray":
+        raise ConfigError(f"trainer.feature_cache_engine must be local or ray, got {name!r}.")
+    from fracture.ray_cluster import RaySettings
+    from fracture.training.ray_extraction import RayBackbones
+
+    options = dict(ray_options or {})
+    backend = options.pop("backend", None)
+    return RayBackbones(RaySettings(**options), backend)
+
+
+def extract(engine, backbone, batches, out: np.ndarray, batch_size: int, description: str) -> dict:
+    """Fill `out` `(views, N, ...)` with `backbone`'s features, run by `engine` (`LocalBackbone` or
+    `RayBackbones`), for `batches` of `(views, B, H, W, 3)` images.
 
     Every batch is padded to `batch_size`, so that a compiled step sees one shape. Returns the timing: images,
-    seconds in all, seconds in `forward`, and its first call (which pays for tracing and freezing)."""
+    seconds in all, seconds waiting on the backbone, and its first call (which pays for tracing and freezing)."""
     views, count = out.shape[:2]
-    start, began, forward_s, first = 0, time.perf_counter(), 0.0, None
-    with progress_bar() as bar:
-        task = bar.add_task(description, total=count)
+    placed: deque[tuple[int, int, int]] = deque()  # (view, first image, images) of each padded batch sent
+
+    def padded() -> Iterator[np.ndarray]:
+        start = 0
         for stacked in batches:
             size = stacked.shape[1]
-            padded = np.zeros((batch_size, *stacked.shape[2:]), np.float32)
             for view in range(views):
-                padded[:size] = stacked[view]
-                called = time.perf_counter()
-                features = forward(padded)
-                forward_s += time.perf_counter() - called
-                first = first or (forward_s, size)
-                out[view, start : start + size] = features[:size].astype(FEATURE_DTYPE)
+                batch = np.zeros((batch_size, *stacked.shape[2:]), np.float32)
+                batch[:size] = stacked[view]
+                placed.append((view, start, size))
+                yield batch
             start += size
-            bar.advance(task, size)
-    if start != count:
-        raise DataError(f"read {start} of {count} images while caching features: did files change? Run again.")
+
+    done, began, forward_s, first = 0, time.perf_counter(), 0.0, None
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=count)
+        for features, seconds in engine.run(backbone, padded()):
+            view, start, size = placed.popleft()
+            forward_s += seconds
+            first = first or (forward_s, size)
+            out[view, start : start + size] = features[:size].astype(FEATURE_DTYPE)
+            if view == views - 1:
+                done += size
+                bar.advance(task, size)
+    if done != count:
+        raise DataError(f"read {done} of {count} images while caching features: did files change? Run again.")
     return {
         "images": count * views,
         "seconds": time.perf_counter() - began,
@@ -152,25 +195,16 @@ def extract(forward, batches, out: np.ndarray, batch_size: int, description: str
 
 @dataclass
 class FeatureCache:
-    """Where cached features live (`folder`, or None for memory only) and how many views per training image."""
+    """Where cached features live (`folder`, or None for memory only), how many views per training image, and
+    what runs the backbone to extract them (`engine`: a `LocalBackbone` by default)."""
 
     folder: str | Path | None = DEFAULT_CACHE  # "default": features/ under the cache root (fracture.io.cache_dir)
     views: int = 2
+    engine: object = field(default_factory=LocalBackbone)
 
     def __post_init__(self):
         self.folder = cache_folder(self.folder or None, "features")
         self.extractions: list[dict] = []  # `extract`'s timing of every extraction, with its split
-        self._frozen: tuple[keras.Model, object] | None = None  # (backbone, its frozen forward pass)
-
-    def _forward(self, backbone: keras.Model):
-        """The backbone's frozen inference pass, frozen on first use and kept for the next split."""
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            if self._frozen is None or self._frozen[0] is not backbone:
-                self._frozen = (backbone, frozen_inference(backbone))
-            return self._frozen[1](batch)
-
-        return run
 
     def features(self, backbone: keras.Model, datamodule, split: str, views: int) -> np.ndarray:
         """`(views, N, c)` float16 pooled backbone features for the files of `split`, from the cache or computed."""
@@ -188,7 +222,7 @@ class FeatureCache:
         batches = datamodule.view_batches(split, views, batch_size=EXTRACT_BATCH)
 
         def fill(out: np.ndarray) -> np.ndarray:
-            timing = extract(self._forward(backbone), batches, out, EXTRACT_BATCH, description)
+            timing = extract(self.engine, backbone, batches, out, EXTRACT_BATCH, description)
             self.extractions.append({"split": split, **timing})
             return out
 

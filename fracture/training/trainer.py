@@ -20,7 +20,7 @@ from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
-from fracture.training.feature_cache import FeatureCache
+from fracture.training.feature_cache import FeatureCache, extraction_engine
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
@@ -89,6 +89,9 @@ class Trainer:
             when augmentation is off).
         feature_cache_dir: folder of reusable cache entries (memory-mapped); "default": `features/` under the
             cache root (`fracture.io.cache_dir`); None keeps them in memory.
+        feature_cache_engine: "local" runs the backbone for the cache here; "ray" on Ray actors
+            (`fracture.training.ray_extraction`), with `feature_cache_ray`: `address`, `actors`,
+            `cpus_per_actor` (`fracture.ray_cluster.RaySettings`) and the actors' `backend` set-up.
     """
 
     def __init__(
@@ -109,6 +112,8 @@ class Trainer:
         feature_cache: bool | str = "auto",
         feature_cache_views: int = 2,
         feature_cache_dir: str | Path | None = DEFAULT_CACHE,
+        feature_cache_engine: str = "local",
+        feature_cache_ray: dict | None = None,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -139,7 +144,9 @@ class Trainer:
         if deterministic:
             enable_determinism()
         self.feature_cache = feature_cache
-        self.features = FeatureCache(feature_cache_dir, feature_cache_views)
+        self.features = FeatureCache(
+            feature_cache_dir, feature_cache_views, extraction_engine(feature_cache_engine, feature_cache_ray)
+        )
         self.limits = BatchLimits(limit_train_batches, limit_val_batches, overfit_batches)
         self.streams = StreamChooser(feature_cache, self.features, self.limits, fast_dev_run)
         self.current_epoch = 0

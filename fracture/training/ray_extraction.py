@@ -1,0 +1,95 @@
+"""Feature extraction on Ray: `trainer.feature_cache_engine=ray` runs the frozen backbone on a pool of actors.
+
+The training process still reads, decodes and augments the split (`FractureDataModule.view_batches`, the one
+stream the local extraction reads, so augmented views are the very ones a local run draws from its seed),
+and still names and writes the cache entry; only the backbone's passes, nearly all of the cost, go to the
+actors, a few batches in flight per actor, and come back in order. The entry is the one a local run would
+write, under the same key, so a run on one machine reuses features that a cluster extracted.
+
+Each actor loads the backbone once per extraction from a `.keras` copy sent through Ray's object store (the
+same weights: the key's digest is taken from the driver's model) and runs the same frozen inference pass.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fracture.ray_cluster import RaySettings, actor_env, ray_session, require_ray
+
+IN_FLIGHT_PER_ACTOR = 2  # one batch computing, one waiting: the actors never idle, the driver's memory stays small
+
+
+class BackboneActor:
+    """Holds one copy of the backbone and returns its frozen inference pass over batches."""
+
+    def __init__(self, model_bytes: bytes, backend: dict):
+        from fracture.compilation_cache import enable_compilation_cache
+        from fracture.jax_depthwise import enable_fast_depthwise_conv
+        from fracture.models.frozen import frozen_inference
+
+        enable_compilation_cache(backend.get("compilation_cache"))
+        enable_fast_depthwise_conv(bool(backend.get("fast_depthwise_conv", False)))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "backbone.keras"
+            path.write_bytes(model_bytes)
+            self.forward = frozen_inference(keras.saving.load_model(path, compile=False))
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.forward(batch))
+
+
+def model_bytes(model: keras.Model) -> bytes:
+    """`model` as the bytes of a `.keras` file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "backbone.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+class RayBackbones:
+    """`FeatureCache`'s engine for Ray (see `fracture.training.feature_cache.LocalBackbone`).
+
+    Args:
+        settings: the cluster and the actors (`fracture.ray_cluster.RaySettings`).
+        backend: `compilation_cache` and `fast_depthwise_conv` for the actors, as the entry point set them here.
+    """
+
+    def __init__(self, settings: RaySettings, backend: dict | None = None):
+        require_ray()
+        self.settings = settings
+        self.backend = backend or {}
+
+    def run(self, backbone: keras.Model, batches: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, float]]:
+        """(features, seconds waited for them) for each batch, in order."""
+        import ray
+
+        with ray_session(self.settings) as settings:
+            actor_class = ray.remote(BackboneActor).options(
+                num_cpus=settings.actor_cpus(), runtime_env={"env_vars": actor_env(settings.actor_threads())}
+            )
+            weights = ray.put(model_bytes(backbone))
+            actors = [actor_class.remote(weights, self.backend) for _ in range(settings.actors)]
+            pending: deque = deque()
+            try:
+                for index, batch in enumerate(batches):
+                    pending.append(actors[index % len(actors)].features.remote(batch))
+                    if len(pending) >= IN_FLIGHT_PER_ACTOR * len(actors):
+                        yield _wait(ray, pending.popleft())
+                while pending:
+                    yield _wait(ray, pending.popleft())
+            finally:
+                for actor in actors:
+                    ray.kill(actor)
+
+
+def _wait(ray, reference) -> tuple[np.ndarray, float]:
+    waited = time.perf_counter()
+    features = ray.get(reference)
+    return features, time.perf_counter() - waited
