@@ -235,7 +235,7 @@ def _run(spec: PredictorSpec, todo: pa.Table, writer: PartWriter, settings: RayS
     try:
         with progress_bar() as bar:
             task = bar.add_task(description, total=todo.num_rows)
-            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in dataset.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
                 writer.add(batch)
                 predicted += batch.num_rows
                 bar.advance(task, batch.num_rows)
