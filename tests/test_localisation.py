@@ -59,6 +59,7 @@ def write_patches(root, per_class, seed):
     return coco
 
 
+@pytest.mark.slow  # about 20-30 s; left the default suite when the Ray tests joined it
 @pytest.mark.backend
 def test_a_model_that_sees_a_patch_points_at_it_and_moved_boxes_fall_to_the_baselines(tmp_path):
     import keras

@@ -191,6 +191,7 @@ class KillAfterFirstEpoch(keras.callbacks.Callback):
             os.waitpid(self.pid, 0)
 
 
+@pytest.mark.slow  # about 20-30 s; left the default suite when the Ray tests joined it
 def test_a_tracking_server_run_and_the_server_killed_mid_run(tmp_path, capsys):
     """Against a real `mlflow server` on loopback: a short run is logged there; then the server is killed
     after the first epoch of a second run, which still trains to the end and keeps what the server missed."""

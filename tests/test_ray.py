@@ -209,7 +209,8 @@ ckpt, folder, big, tiny, log_path = sys.argv[1:6]
 port = free_loopback_port()
 url = f"http://127.0.0.1:{port}"
 command = [sys.executable, "-m", "fracture.serve", f"ckpt_path={ckpt}", "engine=ray", "serve.replicas=2",
-           f"serve.port={port}", "serve.token=secret", "serve.max_upload_mb=0.05", f"hydra.run.dir={log_path}.run"]
+           f"serve.port={port}", "serve.token=secret", "serve.max_upload_mb=0.05", f"hydra.run.dir={log_path}.run",
+           "serve.max_batch_size=2", "serve.max_queued=8"]  # 2 x 4 requests at work, 8 waiting, then 503
 env = {**os.environ, "RAY_DEDUP_LOGS": "0"}  # every replica's request lines in the log, not one of a kind
 with open(log_path, "w") as log:
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -244,6 +245,9 @@ try:
     assert post(tiny).status_code == 422
     assert httpx.get(f"{url}/info", headers=auth).json()["limits"]["max_upload_bytes"] == int(0.05 * 1024 * 1024)
     assert "<html" in httpx.get(url).text
+    with ThreadPoolExecutor(48) as pool:  # far more at once than both replicas hold: the rest answered 503 at once
+        burst = [answer.status_code for answer in pool.map(post, images * 6)]
+    assert set(burst) <= {200, 503} and burst.count(503) > 0 and burst.count(200) >= 8, burst
 finally:
     server.send_signal(signal.SIGTERM)
     code = server.wait(timeout=90)
@@ -251,7 +255,7 @@ text = Path(log_path).read_text()
 assert code == 0, text[-3000:]
 replicas = set(re.findall(r"ServeReplica:fracture:fracture pid=(\\d+)\\).*POST /predict 200", text))
 assert len(replicas) == 2, replicas
-print("answered by", len(replicas), "replicas")
+print("answered by", len(replicas), "replicas;", burst.count(503), "of", len(burst), "turned away")
 """
 
 

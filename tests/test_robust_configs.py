@@ -17,6 +17,7 @@ def build_job(cfg):
     build(cfg.trainer, callbacks=build_all(cfg.callbacks) + build_all(cfg.logger))
 
 
+@pytest.mark.slow  # about 20-30 s; left the default suite when the Ray tests joined it
 def test_a_typo_in_a_key_or_a_group_is_hydras_error_with_the_choices(tmp_path):
     key = run_cli("fracture.train", "trainer.epochz=3", f"hydra.run.dir={tmp_path}/a")
     assert key.returncode == 1 and "Traceback" not in key.stderr

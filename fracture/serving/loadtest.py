@@ -87,9 +87,14 @@ def free_loopback_port() -> int:
 
 @contextlib.contextmanager
 def serve_in_subprocess(
-    ckpt_path: str | Path, log_path: Path, backend: str = "tensorflow", timeout_s: float = 120.0
+    ckpt_path: str | Path,
+    log_path: Path,
+    backend: str = "tensorflow",
+    timeout_s: float = 120.0,
+    overrides: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Run `python -m fracture.serve` on a free loopback port until the block ends; yields its base URL.
+    """Run `python -m fracture.serve` (with `overrides`, such as engine=ray) on a free loopback port until the
+    block ends; yields its base URL.
 
     The server's output goes to `log_path`; its tail is in the error if the server dies or never answers.
     """
@@ -102,6 +107,7 @@ def serve_in_subprocess(
         f"serve.port={port}",
         "serve.log_level=warning",
         f"hydra.run.dir={log_path.parent}",
+        *overrides,
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -122,4 +128,4 @@ def serve_in_subprocess(
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)  # Ray Serve takes a few seconds to shut its replicas and Ray down

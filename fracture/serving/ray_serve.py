@@ -5,8 +5,8 @@ the API, the upload limits, the token and the notices are those of the local ser
 runs it: Ray Serve's HTTP proxy spreads requests over the replicas, and within a replica `/predict` requests
 that arrive together are predicted in one batch (Ray Serve's `serve.batch`: at most `max_batch_size` images,
 waiting at most `batch_wait_ms` for the batch to fill), each answer still its own image's. `/explain` runs
-one image at a time. Past `max_queued` waiting requests a replica answers 503 at once instead of queueing
-without bound.
+one image at a time. Each replica works on at most 2 x `max_batch_size` requests; past `max_queued` more waiting
+for one, Ray Serve answers 503 at once instead of queueing without bound.
 """
 
 from __future__ import annotations
