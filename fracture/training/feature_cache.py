@@ -13,6 +13,9 @@ In a folder they are `.npy` files read memory-mapped and reused by later runs, e
 record written beside it (`fracture.cache_entry`): a damaged entry is discarded and extracted again. Without a
 folder they live in memory for this process only.
 
+The backbone's passes run here (`LocalBackbone`) or on Ray actors (`trainer.feature_cache_engine=ray`,
+`fracture.training.ray_extraction`), with the same images, key and entry either way.
+
 Two differences from the uncached path, on purpose: the backbone runs in inference mode, so EfficientNet's
 stochastic-depth dropout inside a frozen base is off (as Keras' transfer-learning guide advises for a
 frozen base); and the head's first GaussianNoise is drawn on the pooled features with the spread that
