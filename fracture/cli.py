@@ -9,6 +9,7 @@ import os
 # The entry points quiet TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes), which hides the
 # messages that matter; set before anything below imports TensorFlow. The library itself leaves it alone.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import warnings  # noqa: E402
 from importlib.resources import files  # noqa: E402
 
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -28,6 +29,10 @@ from fracture.training.metric_names import metric_mode  # noqa: E402
 # editable and regular installs find the same files.
 CONFIG_DIR = str(files("fracture.conf"))
 log = logging.getLogger("fracture")
+# conf/hydra/launcher/submitit_local.yaml and ray.yaml share their names with the plugins' schemas, which Hydra
+# then checks them against and says so at every run ("automatic schema matching"). The files spell out their
+# _target_ and keys, so they need no schema and the check changes nothing: the notice is noise here.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/(submitit_local|ray)' is validated against ConfigStore")
 
 
 def run_folder(resume, fresh: str, runs_dir: str) -> str:

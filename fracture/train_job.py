@@ -8,6 +8,7 @@ pickle the job by reference.
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -118,20 +119,28 @@ def fast_dev_run_data_options(cfg: DictConfig) -> dict:
     return {"decode_cache": False, **({"group_by": "filename"} if cfg.data.get("group_by") == "content" else {})}
 
 
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 def run_training_job(cfg: DictConfig) -> float:
     """Train and return the optimized metric. In a multirun, a failing job is recorded and returns NaN, so
     that the sweep goes on; in a single run, user errors become one line on stderr and exit code 2."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     if HydraConfig.get().mode != RunMode.MULTIRUN:
+        # SIGTERM (a scheduler's pre-emption or time limit) outside the training loop acts as Ctrl-C does there:
+        # what is being written is finished or discarded whole. Inside the loop, InterruptGuard takes over.
+        signal.signal(signal.SIGTERM, _interrupt)
         with user_errors():
             try:
                 return train(cfg)["optimized_metric"]
             except (TrainingInterrupted, KeyboardInterrupt) as stop:  # before user_errors reports it as an error
-                how = str(stop) if isinstance(stop, TrainingInterrupted) else "stopped at once by a second Ctrl-C"
+                how = str(stop) if isinstance(stop, TrainingInterrupted) else "stopped at once"
                 full = isinstance(stop, DiskFull)
                 print(f"{'error: ' if full else ''}{how}. Resume with:", file=sys.stderr)
                 print(f"  {resume_command(cfg.paths.output_dir)}", file=sys.stderr)
-                sys.exit(2 if full else 130)
+                # 128 + the signal, as a shell reports a process it stopped: 130 for Ctrl-C, 143 for SIGTERM.
+                sys.exit(2 if full else 128 + int(getattr(stop, "signum", signal.SIGINT)))
     with released_after_job():
         try:
             return train(cfg)["optimized_metric"]

@@ -18,7 +18,7 @@ from conftest import DEMO_SMALL, REPO_ROOT, require_permission_checks, run_cli
 from fracture import FractureClassifier, FractureDataModule, Trainer, load_checkpoint
 from fracture.errors import ConfigError
 from fracture.training.callbacks import ModelCheckpoint
-from fracture.training.guards import InterruptGuard, TrainingDiverged
+from fracture.training.guards import InterruptGuard, TrainingDiverged, TrainingInterrupted
 from fracture.training.resume import StageBackup
 
 
@@ -103,6 +103,45 @@ def test_a_second_ctrl_c_stops_at_once_and_the_handler_is_restored():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.1)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_asks_to_stop_after_the_batch_like_ctrl_c_and_the_handlers_are_restored():
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    guard = InterruptGuard()
+    with guard:
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler pre-empting the job
+        time.sleep(0.1)
+        assert guard.requested == signal.SIGTERM
+        guard.on_epoch_begin(2)
+        with pytest.raises(TrainingInterrupted, match="interrupted by SIGTERM in epoch 3 at batch 5") as stop:
+            guard.on_train_batch_end(4)
+    assert stop.value.signum == signal.SIGTERM
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_keeps_the_finished_epochs_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    overrides = [*DEMO_SMALL, "trainer.epochs=4", f"paths.data_dir={tmp_path}/data"]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "fracture.train", *overrides, f"hydra.run.dir={run}"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "the first epoch never finished"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-3000:]
+    assert "interrupted by SIGTERM in epoch" in stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs"] >= 1
+    resume = stderr.split("Resume with:\n", 1)[1].strip()
+    resumed = run_cli("fracture.train", *shlex.split(resume)[3:], "trainer.progress=false")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs"] == 4
+    assert len((run / "history.csv").read_text().splitlines()) == 5  # a header and every epoch once
 
 
 def test_a_read_only_output_folder_is_refused_at_start(tmp_path):

@@ -37,7 +37,13 @@ class TrainingDiverged(RunStopped):
 
 
 class TrainingInterrupted(RunStopped):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM (pre-emption, a time limit) stopped training; `signum` says which."""
+
     status = "interrupted"
+
+    def __init__(self, message: str, epoch: int, batch: int, signum: int = signal.SIGINT):
+        super().__init__(message, epoch, batch)
+        self.signum = signum
 
 
 class DiskFull(TrainingInterrupted):
@@ -98,42 +104,49 @@ class DivergenceGuard(keras.callbacks.Callback):
 class InterruptGuard(keras.callbacks.Callback):
     """Ctrl-C once: finish the current batch, then stop with every finished epoch saved. Twice: stop at once.
 
-    Use as a context manager around `model.fit` (it installs its SIGINT handler there, in the main thread only,
-    and restores the previous one after) and as one of its callbacks.
+    SIGTERM, which schedulers send to pre-empt a job or at its time limit (SLURM, Kubernetes, Ray), is handled
+    the same way, so a pre-empted run keeps its finished epochs and can be resumed.
+    Use as a context manager around `model.fit` (it installs its SIGINT and SIGTERM handlers there, in the main
+    thread only, and restores the previous ones after) and as one of its callbacks.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         super().__init__()
-        self.requested = False
+        self.requested: int | None = None  # the signal that asked to stop
         self.epoch = 1
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self) -> InterruptGuard:
-        self.requested = False
+        self.requested = None
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self.handle)
+            self._previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait for the batch
-        self.requested = True
-        console.print("\n[yellow]Ctrl-C: stopping after this batch (press Ctrl-C again to stop at once)[/yellow]")
+            raise KeyboardInterrupt  # the second signal: the user (or scheduler) does not want to wait for the batch
+        self.requested = signum
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        console.print(f"\n[yellow]{what}: stopping after this batch (once more to stop at once)[/yellow]")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
         if self.requested:
+            by = "" if self.requested == signal.SIGINT else f" by {signal.Signals(self.requested).name}"
             raise TrainingInterrupted(
-                f"interrupted in epoch {self.epoch} at batch {batch + 1}; the epochs before it are saved",
+                f"interrupted{by} in epoch {self.epoch} at batch {batch + 1}; the epochs before it are saved",
                 self.epoch,
                 batch + 1,
+                self.requested,
             )
 
 
