@@ -109,7 +109,15 @@ def ray_session(settings: RaySettings) -> Iterator[RaySettings]:
                 "start it (ray start --head) or leave ray.address unset to start one here."
             ) from error
     else:
-        ray.init(num_cpus=settings.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **options)
+        # "local": a new Ray, always. With no address, ray.init would join the last cluster `ray start` made on
+        # this machine (/tmp/ray/ray_current_cluster), even one that is gone or out of reach.
+        ray.init(
+            address="local",
+            num_cpus=settings.num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **options,
+        )
     try:
         yield settings
     finally:

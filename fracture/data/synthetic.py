@@ -60,7 +60,8 @@ def write_synthetic_dataset(
     """Write `root/{train,val,test}/{fractured,not fractured}/*.png` unless an identical set is already there.
 
     The folder is built in a temporary sibling and renamed into place, so an interrupted run never leaves
-    a half-written dataset behind. Returns `root`.
+    a half-written dataset behind, and a writer that finds the same set put in place meanwhile (a parallel
+    sweep job) keeps that one. Returns `root`.
     """
     root = Path(root).expanduser()
     params = dict(
@@ -80,9 +81,19 @@ def write_synthetic_dataset(
                 pixels = render_bone(rng, image_size, fractured=bool(label))
                 Image.fromarray(pixels, mode="L").save(staging / split / folder / f"{i:04d}.png")
     (staging / "synthetic.json").write_text(json.dumps(params))
+    # Parallel sweep jobs may write the same set at once: the first one in place is kept (the others' copies
+    # are identical), so that no job deletes the folder another is already reading.
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        shutil.rmtree(staging)
+        return root
     if root.exists():
         shutil.rmtree(root)
-    staging.rename(root)
+    try:
+        staging.rename(root)
+    except OSError:  # another writer renamed its copy into place between the check and the rename
+        shutil.rmtree(staging)
+        if not (marker.is_file() and json.loads(marker.read_text()) == params):
+            raise
     return root
 
 
