@@ -86,6 +86,15 @@ def actor_env(threads: int) -> dict[str, str]:
     }
 
 
+def prepare_actor_backend(backend: dict) -> None:
+    """In an actor, the backend set-up that the entry point made in the driver (`fracture.cli.backend_options`)."""
+    from fracture.compilation_cache import enable_compilation_cache
+    from fracture.jax_depthwise import enable_fast_depthwise_conv
+
+    enable_compilation_cache(backend.get("compilation_cache"))
+    enable_fast_depthwise_conv(bool(backend.get("fast_depthwise_conv", False)))
+
+
 def forwarded_env() -> dict[str, str]:
     return {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
 

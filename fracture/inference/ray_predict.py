@@ -31,7 +31,7 @@ from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import expand_inputs
 from fracture.errors import ConfigError
 from fracture.io import atomic_path
-from fracture.ray_cluster import RaySettings, actor_env, ray_session
+from fracture.ray_cluster import RaySettings, actor_env, prepare_actor_backend, ray_session
 
 PARTS = "predictions.parquet"
 KEY = ["path", "size", "mtime_ns"]
@@ -119,12 +119,9 @@ class PredictorActor:
     """One model per Ray actor: loads the checkpoint once, then predicts batches of listed files."""
 
     def __init__(self, spec: PredictorSpec):
-        from fracture.compilation_cache import enable_compilation_cache
         from fracture.inference.predictor import load_predictor
-        from fracture.jax_depthwise import enable_fast_depthwise_conv
 
-        enable_compilation_cache(spec.backend.get("compilation_cache"))
-        enable_fast_depthwise_conv(bool(spec.backend.get("fast_depthwise_conv", False)))
+        prepare_actor_backend(spec.backend)
         self.predictor = load_predictor(spec.ckpt_path, spec.gradcam_layer, spec.max_pixels, spec.limits)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 from ray import serve
 
 from fracture.errors import CheckpointError
-from fracture.ray_cluster import RaySettings, actor_env, ray_session
+from fracture.ray_cluster import RaySettings, actor_env, prepare_actor_backend, ray_session
 from fracture.serving.app import ServeSettings, create_app
 from fracture.serving.worker import ModelWorker, Result
 
@@ -62,13 +62,10 @@ class FractureReplica:
     """One replica: the checkpoint loaded and warmed up, behind the local service's app."""
 
     def __init__(self, spec: ReplicaSpec):
-        from fracture.compilation_cache import enable_compilation_cache
         from fracture.inference.predictor import load_predictor
-        from fracture.jax_depthwise import enable_fast_depthwise_conv
         from fracture.models.checkpoint import checkpoint_id
 
-        enable_compilation_cache(spec.backend.get("compilation_cache"))
-        enable_fast_depthwise_conv(bool(spec.backend.get("fast_depthwise_conv", False)))
+        prepare_actor_backend(spec.backend)
         predictor = load_predictor(spec.ckpt_path, spec.gradcam_layer, spec.settings.max_pixels)
         predictor.warm_up()
         worker = BatchingWorker(ModelWorker(predictor), spec.max_batch_size, spec.batch_wait_ms)

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fracture.ray_cluster import RaySettings, actor_env, ray_session, require_ray
+from fracture.ray_cluster import RaySettings, actor_env, prepare_actor_backend, ray_session, require_ray
 
 IN_FLIGHT_PER_ACTOR = 2  # one batch computing, one waiting: the actors never idle, the driver's memory stays small
 
@@ -30,12 +30,9 @@ class BackboneActor:
     """Holds one copy of the backbone and returns its frozen inference pass over batches."""
 
     def __init__(self, model_bytes: bytes, backend: dict):
-        from fracture.compilation_cache import enable_compilation_cache
-        from fracture.jax_depthwise import enable_fast_depthwise_conv
         from fracture.models.frozen import frozen_inference
 
-        enable_compilation_cache(backend.get("compilation_cache"))
-        enable_fast_depthwise_conv(bool(backend.get("fast_depthwise_conv", False)))
+        prepare_actor_backend(backend)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "backbone.keras"
             path.write_bytes(model_bytes)
