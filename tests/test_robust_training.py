@@ -53,18 +53,22 @@ def test_a_diverging_run_exits_with_the_message_and_records_it_in_metrics_json(t
     assert not (tmp_path / "run" / "checkpoints" / "best_model.keras").exists()  # no NaN weights saved
 
 
+def training_past(run, overrides: list[str], epochs: int) -> subprocess.Popen:
+    """`python -m fracture.train` into `run`, returned once `epochs` epochs are in its history.csv."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "fracture.train", *overrides, f"hydra.run.dir={run}"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) <= epochs:
+        assert process.poll() is None and time.monotonic() < deadline, f"{epochs} epoch(s) never finished"
+        time.sleep(0.1)
+    return process
+
+
 def test_ctrl_c_stops_after_the_batch_saves_the_finished_epochs_and_prints_the_resume_command(tmp_path):
     run = tmp_path / "run"
     overrides = [*DEMO_SMALL, "trainer.epochs=12", f"paths.data_dir={tmp_path}/data"]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "fracture.train", *overrides]
-    process = subprocess.Popen(
-        [*command, f"hydra.run.dir={run}"], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) < 3:
-        assert process.poll() is None and time.monotonic() < deadline, "two epochs never finished"
-        time.sleep(0.1)
+    process = training_past(run, overrides, epochs=2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
@@ -123,13 +127,7 @@ def test_sigterm_asks_to_stop_after_the_batch_like_ctrl_c_and_the_handlers_are_r
 def test_sigterm_mid_epoch_keeps_the_finished_epochs_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
     overrides = [*DEMO_SMALL, "trainer.epochs=4", f"paths.data_dir={tmp_path}/data"]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "fracture.train", *overrides, f"hydra.run.dir={run}"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) < 2:
-        assert process.poll() is None and time.monotonic() < deadline, "the first epoch never finished"
-        time.sleep(0.1)
+    process = training_past(run, overrides, epochs=1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-3000:]
