@@ -102,7 +102,7 @@ def _stop(_signum, _frame):
 
 
 def serve_on_ray(spec: ReplicaSpec, ray_settings: RaySettings, host: str, port: int, max_queued: int) -> None:
-    """Serve until Ctrl-C or SIGTERM, then shut the replicas and, if started here, Ray down."""
+    """Serve until Ctrl-C or SIGTERM, then remove the replicas; a Serve and a Ray started here are shut down."""
     with ray_session(ray_settings):
         # Set after ray.init, whose core worker otherwise answers SIGTERM by aborting, with no shutdown.
         signal.signal(signal.SIGTERM, _stop)
@@ -113,4 +113,7 @@ def serve_on_ray(spec: ReplicaSpec, ray_settings: RaySettings, host: str, port: 
         except KeyboardInterrupt:
             pass
         finally:
-            serve.shutdown()
+            if ray_settings.address:
+                serve.delete("fracture")  # a shared cluster keeps its Serve and the other applications on it
+            else:
+                serve.shutdown()
