@@ -68,9 +68,11 @@ class RaySettings:
         total = ray.cluster_resources().get("CPU", 1.0)
         return max(0.25, round(total / self.actors - 0.25, 2))
 
-    def actor_threads(self) -> int:
-        """Threads for each actor's model: its CPUs, rounded up (TensorFlow and XLA take whole threads)."""
-        return max(1, math.ceil(self.actor_cpus()))
+    def actor_options(self) -> dict:
+        """Ray options for each model-holding actor: its CPUs, and its environment (`actor_env`) with the
+        model's threads at those CPUs rounded up (TensorFlow and XLA take whole threads)."""
+        cpus = self.actor_cpus()
+        return {"num_cpus": cpus, "runtime_env": {"env_vars": actor_env(max(1, math.ceil(cpus)))}}
 
 
 def actor_env(threads: int) -> dict[str, str]:

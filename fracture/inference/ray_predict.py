@@ -31,7 +31,7 @@ from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import expand_inputs
 from fracture.errors import ConfigError
 from fracture.io import atomic_path
-from fracture.ray_cluster import RaySettings, actor_env, prepare_actor_backend, ray_session
+from fracture.ray_cluster import RaySettings, prepare_actor_backend, ray_session
 
 PARTS = "predictions.parquet"
 KEY = ["path", "size", "mtime_ns"]
@@ -47,6 +47,8 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
+# The listing: each file's key and its place among the inputs.
+LISTING_SCHEMA = pa.schema([*(SCHEMA.field(name) for name in KEY), pa.field("order", pa.int64())])
 PART_ROWS = 512  # rows per Parquet part, or fewer when PART_SECONDS pass first
 PART_SECONDS = 30.0
 
@@ -80,11 +82,7 @@ def list_files(inputs: list[str | Path]) -> pa.Table:
         sizes.append(size)
         times.append(mtime)
     order = pa.array(np.arange(len(paths), dtype=np.int64))
-    return pa.table({"path": paths, "size": sizes, "mtime_ns": times, "order": order}, schema=_listing_schema())
-
-
-def _listing_schema() -> pa.Schema:
-    return pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("order", pa.int64())])
+    return pa.table({"path": paths, "size": sizes, "mtime_ns": times, "order": order}, schema=LISTING_SCHEMA)
 
 
 def predicted_keys(parts: Path) -> pa.Table | None:
@@ -217,18 +215,17 @@ def _run(spec: PredictorSpec, todo: pa.Table, writer: PartWriter, settings: RayS
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in input order
     context.enable_progress_bars = False  # fracture's own bar below counts the rows as they are written
-    cpus = settings.actor_cpus()
+    options = settings.actor_options()
     dataset = ray.data.from_arrow(todo.drop_columns(["order"])).map_batches(
         PredictorActor,
         fn_constructor_args=(spec,),
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=settings.actors),
-        num_cpus=cpus,
-        runtime_env={"env_vars": actor_env(settings.actor_threads())},
         batch_format="numpy",
+        **options,
     )
     predicted = 0
-    description = f"predicting on Ray ({settings.actors} actor(s), {cpus:g} CPU each)"
+    description = f"predicting on Ray ({settings.actors} actor(s), {options['num_cpus']:g} CPU each)"
     try:
         with progress_bar() as bar:
             task = bar.add_task(description, total=todo.num_rows)

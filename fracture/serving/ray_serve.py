@@ -19,7 +19,7 @@ import numpy as np
 from ray import serve
 
 from fracture.errors import CheckpointError
-from fracture.ray_cluster import RaySettings, actor_env, prepare_actor_backend, ray_session
+from fracture.ray_cluster import RaySettings, prepare_actor_backend, ray_session
 from fracture.serving.app import ServeSettings, create_app
 from fracture.serving.worker import ModelWorker, Result
 
@@ -86,10 +86,7 @@ def start_replicas(spec: ReplicaSpec, ray_settings: RaySettings, host: str, port
         num_replicas=ray_settings.actors,
         max_ongoing_requests=2 * spec.max_batch_size,  # one batch predicting, the next one filling
         max_queued_requests=max_queued,
-        ray_actor_options={
-            "num_cpus": ray_settings.actor_cpus(),
-            "runtime_env": {"env_vars": actor_env(ray_settings.actor_threads())},
-        },
+        ray_actor_options=ray_settings.actor_options(),
     )
     try:
         serve.run(deployment.bind(spec), name="fracture", route_prefix="/", blocking=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fracture.ray_cluster import RaySettings, actor_env, prepare_actor_backend, ray_session, require_ray
+from fracture.ray_cluster import RaySettings, prepare_actor_backend, ray_session, require_ray
 
 IN_FLIGHT_PER_ACTOR = 2  # one batch computing, one waiting: the actors never idle, the driver's memory stays small
 
@@ -68,9 +68,7 @@ class RayBackbones:
         import ray
 
         with ray_session(self.settings) as settings:
-            actor_class = ray.remote(BackboneActor).options(
-                num_cpus=settings.actor_cpus(), runtime_env={"env_vars": actor_env(settings.actor_threads())}
-            )
+            actor_class = ray.remote(BackboneActor).options(**settings.actor_options())
             weights = ray.put(model_bytes(backbone))
             actors = [actor_class.remote(weights, self.backend) for _ in range(settings.actors)]
             pending: deque = deque()
