@@ -68,7 +68,11 @@ def write_synthetic_dataset(
         train=train_per_class, val=val_per_class, test=test_per_class, image_size=image_size, seed=seed, version=2
     )
     marker = root / "synthetic.json"
-    if marker.is_file() and json.loads(marker.read_text()) == params:
+
+    def holds_this_set() -> bool:
+        return marker.is_file() and json.loads(marker.read_text()) == params
+
+    if holds_this_set():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
@@ -83,7 +87,7 @@ def write_synthetic_dataset(
     (staging / "synthetic.json").write_text(json.dumps(params))
     # Parallel sweep jobs may write the same set at once: the first one in place is kept (the others' copies
     # are identical), so that no job deletes the folder another is already reading.
-    if marker.is_file() and json.loads(marker.read_text()) == params:
+    if holds_this_set():
         shutil.rmtree(staging)
         return root
     if root.exists():
@@ -92,7 +96,7 @@ def write_synthetic_dataset(
         staging.rename(root)
     except OSError:  # another writer renamed its copy into place between the check and the rename
         shutil.rmtree(staging)
-        if not (marker.is_file() and json.loads(marker.read_text()) == params):
+        if not holds_this_set():
             raise
     return root
 

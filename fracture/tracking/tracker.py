@@ -64,7 +64,7 @@ def run_tags(run_info: Mapping, data_source: str, run_folder: str, user_tags=(),
 
 
 def ending_status(error: BaseException) -> str:
-    """KILLED for a run that a resume can continue (Ctrl-C, a full disk), FAILED for anything else."""
+    """KILLED for a run that a resume can continue (Ctrl-C, SIGTERM, a full disk), FAILED for anything else."""
     return KILLED if isinstance(error, TrainingInterrupted | KeyboardInterrupt) else FAILED
 
 
