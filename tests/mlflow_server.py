@@ -9,19 +9,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+from fracture.serving.loadtest import free_loopback_port
+
 START_TIMEOUT_S = 90  # measured start-up: about 17 s on 2 cores with 4 workers, less with one
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LoopbackServer:
@@ -79,7 +74,7 @@ class MLflowServer(LoopbackServer):
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.database = f"sqlite:///{self.folder / 'mlflow.db'}"
-        port = free_port()
+        port = free_loopback_port()
         command = [mlflow_command(), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         command += ["--backend-store-uri", self.database, "--artifacts-destination", str(self.folder / "artifacts")]
         env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -90,7 +85,7 @@ class ModelServer(LoopbackServer):
     """`mlflow models serve -m <model_uri> --env-manager local`, the registry at `tracking_uri`."""
 
     def __init__(self, model_uri: str, tracking_uri: str, log: Path, start_timeout_s: float = 180):
-        port = free_port()
+        port = free_loopback_port()
         command = [mlflow_command(), "models", "serve", "-m", model_uri, "--env-manager", "local"]
         command += ["-h", "127.0.0.1", "-p", str(port)]
         super().__init__(command, port, "/ping", log, {"MLFLOW_TRACKING_URI": tracking_uri}, start_timeout_s)

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DEMO_SMALL, compose_config, run_cli
-from mlflow_server import MLflowServer, ModelServer, free_port
+from mlflow_server import MLflowServer, ModelServer
 
 from fracture.errors import ConfigError
 from fracture.run_folder import RunFolder
+from fracture.serving.loadtest import free_loopback_port
 from fracture.tracking.mlflow_logger import UNSENT_FILE, MLflowLogger
 from fracture.train_job import train
 
@@ -167,7 +168,7 @@ def test_a_tracking_server_that_is_down_is_one_clear_error_for_a_run_and_a_sweep
 
     from fracture.tracking.mlflow_sweep import MLflowSweep
 
-    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
     cfg = compose_config(tmp_path, *TINY_RUN, f"logger.mlflow.tracking_uri={down}", hydra_config=True)
     with pytest.raises(ConfigError, match=f"the MLflow tracking server {down} does not answer"):
         MLflowLogger(tmp_path / "run", tracking_uri=down).begin({}, {})
