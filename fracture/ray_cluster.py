@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fracture.errors import ConfigError
+from fracture.processes import thread_env
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 # What the actors must see as the driver does: the backend is chosen by environment before Keras is imported.
@@ -78,14 +79,7 @@ class RaySettings:
 def actor_env(threads: int) -> dict[str, str]:
     """An actor's environment: the driver's backend settings (`FORWARDED_ENV`; an actor's own environment
     replaces the session's), and TensorFlow's and XLA's CPU thread pools held to `threads`."""
-    return {
-        **forwarded_env(),
-        "TF_NUM_INTRAOP_THREADS": str(threads),
-        "TF_NUM_INTEROP_THREADS": "1",
-        "OMP_NUM_THREADS": str(threads),
-        "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-        f"intra_op_parallelism_threads={threads}",
-    }
+    return {**forwarded_env(), **thread_env(threads)}
 
 
 def prepare_actor_backend(backend: dict) -> None:

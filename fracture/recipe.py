@@ -33,6 +33,7 @@ from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.summary import print_summary
 from fracture.io import read_history
 from fracture.run_folder import RunFolder
+from fracture.training.distributed import leave
 from fracture.training.guards import RunStopped
 from fracture.training.metric_names import metric_mode
 from fracture.training.stages import HeadStage, enabled_stages
@@ -94,6 +95,21 @@ def shortened_training(trainer, datamodule) -> list[str]:
     return notes
 
 
+def fit_stages(datamodule, classifier, trainer, stages: list[HeadStage]) -> dict[str, float]:
+    """Train every stage in turn; returns the last epoch's metrics. With several training processes, this is
+    all that the processes after the first do (they write nothing), and all of them leave the distributed
+    runtime at the end, so that process 0 evaluates the best checkpoint on its own."""
+    metrics = {}
+    try:
+        for stage in stages:
+            trainer.build(classifier)
+            stage.prepare(classifier)
+            metrics = trainer.fit(classifier, datamodule, stage=stage)
+    finally:
+        leave(trainer.processes)
+    return metrics
+
+
 def run_recipe(
     datamodule,
     classifier,
@@ -136,10 +152,7 @@ def run_recipe(
     )
 
     try:
-        for stage in stages:
-            trainer.build(classifier)
-            stage.prepare(classifier)
-            metrics = trainer.fit(classifier, datamodule, stage=stage)
+        metrics = fit_stages(datamodule, classifier, trainer, stages)
     except RunStopped as stop:
         record_stop(stop, trainer, run)
         raise

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from fracture.serving.loadtest import free_loopback_port
+from fracture.processes import free_loopback_port
 
 START_TIMEOUT_S = 90  # measured start-up: about 17 s on 2 cores with 4 workers, less with one
 

@@ -2,7 +2,7 @@
 
 From the bottom:
 0. core modules: `errors`, `io`, `cache_entry`, `console`, `compilation_cache`, `jax_depthwise`, `run_info`,
-   `run_folder`, `ray_cluster`
+   `run_folder`, `ray_cluster`, `processes`
 1. `data`: what an image is, folders, splits, the input stream
 2. `models`: the network, checkpoints and their schema, the calibration map, the export contract, runtimes
 3. `training`, `evaluation`, `inference`, `deployment`: what is done with a model (none imports another)
@@ -18,7 +18,7 @@ from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "fracture"
 CORE = {"errors", "io", "cache_entry", "console", "compilation_cache", "jax_depthwise", "run_info", "run_folder"}
-CORE |= {"ray_cluster"}
+CORE |= {"ray_cluster", "processes"}
 LAYERS = {"data": 1, "models": 2, "training": 3, "evaluation": 3, "inference": 3, "deployment": 3}
 LAYERS |= {"serving": 4, "benchmarking": 4, "tracking": 4}
 ENTRY = 5

@@ -18,8 +18,8 @@ from conftest import DEMO_SMALL, compose_config, run_cli
 from mlflow_server import MLflowServer, ModelServer
 
 from fracture.errors import ConfigError
+from fracture.processes import free_loopback_port
 from fracture.run_folder import RunFolder
-from fracture.serving.loadtest import free_loopback_port
 from fracture.tracking.mlflow_logger import UNSENT_FILE, MLflowLogger
 from fracture.train_job import train
 

@@ -203,7 +203,7 @@ from pathlib import Path
 import httpx
 
 from fracture.inference.predictor import load_predictor
-from fracture.serving.loadtest import free_loopback_port
+from fracture.processes import free_loopback_port
 
 ckpt, folder, big, tiny, log_path = sys.argv[1:6]
 port = free_loopback_port()

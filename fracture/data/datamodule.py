@@ -25,7 +25,14 @@ from fracture.data.records import (
     unite_patients,
     use_content_groups,
 )
-from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, write_split_csv
+from fracture.data.splits import (
+    class_balanced_shard,
+    grouped_fold,
+    grouped_split,
+    read_split_csv,
+    shard_sizes,
+    write_split_csv,
+)
 from fracture.data.tables import table_source
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder
@@ -141,6 +148,7 @@ class FractureDataModule:
         self._parts: dict[str, SplitFiles] = {}  # `all`, and parts made evaluable by `add_split`
         self._fingerprints: dict[str, np.ndarray] = {}
         self.run_problems: list[FileProblem] = []
+        self.process_shard: tuple[int, int] | None = None  # (process id, processes): see `shard_training`
 
     # ------------------------------------------------------------------ scanning
     def setup(self) -> FractureDataModule:
@@ -248,15 +256,56 @@ class FractureDataModule:
             for name, files in self.setup()._splits.items()
         }
 
+    # ------------------------------------------------------------------ training shards
+    def shard_training(self, process_id: int, num_processes: int) -> None:
+        """Train this process on its shard of the training files only (`fracture.training.distributed`): each
+        class dealt out in turn over the processes, so every file is in one shard; `batch_size` stays the global
+        batch, of which this process feeds `training_batch_size`. Validation and the other splits are whole."""
+        if self.batch_size % num_processes:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} must be a multiple of trainer.num_processes={num_processes} "
+                "(it is the global batch, split evenly among the processes)."
+            )
+        self.process_shard = (process_id, num_processes) if num_processes > 1 else None
+
+    @property
+    def training_split(self) -> str:
+        """The part of train that this process trains on: `train`, or its shard (`train_shard`)."""
+        if self.process_shard is None:
+            return "train"
+        if "train_shard" not in self._parts:
+            train = self.files("train")
+            self._parts["train_shard"] = train.subset(class_balanced_shard(train.labels, *self.process_shard))
+        return "train_shard"
+
+    @property
+    def training_batch_size(self) -> int:
+        """Images this process feeds per training step (the global batch over the processes)."""
+        return self.batch_size // (self.process_shard[1] if self.process_shard else 1)
+
+    def training_steps(self) -> tuple[int, int | None]:
+        """(steps per epoch, images each epoch draws from this process's shard, None: all). Every process runs
+        the same steps: as many full local batches as the smallest shard holds."""
+        if self.process_shard is None:
+            return self.num_batches("train", training=True), None
+        local = self.training_batch_size
+        smallest = min(shard_sizes(self.files("train").labels, self.process_shard[1]))
+        if smallest < local:
+            raise DataError(f"a training shard holds {smallest} files, fewer than one local batch of {local}.")
+        return smallest // local, smallest // local * local
+
     # ------------------------------------------------------------------ datasets
     def drops_remainder(self, split: str) -> bool:
         """Training batches are all full, so that a compiled train step sees one batch shape (JAX and XLA
         compile again for every new shape). The few images cut from an epoch are others at the next
         reshuffle. Evaluation keeps every image."""
-        return split == "train" and len(self.files(split)) >= self.batch_size
+        local = self.training_batch_size if split == "train_shard" else self.batch_size
+        return split in ("train", "train_shard") and len(self.files(split)) >= local
 
     def num_batches(self, split: str, training: bool = False) -> int:
         """Batches per pass over `split` (with `training`, as `train_dataloader` cuts them)."""
+        if training and split == "train" and self.process_shard is not None:
+            return self.training_steps()[0]
         count = len(self.files(split))
         return (
             count // self.batch_size if training and self.drops_remainder(split) else math.ceil(count / self.batch_size)
@@ -268,22 +317,24 @@ class FractureDataModule:
         files = self.files(split)
         # Streams read every epoch decode once; prediction reads once and must keep every file's row.
         decoded = self.decoded_images(split) if self.decode_cache and skip_errors else None
+        per_epoch = self.training_steps()[1] if training else None
         return make_dataset(
             files.paths,
             files.labels,
             (self.image_size, self.image_size),
-            self.batch_size,
+            self.training_batch_size if training else self.batch_size,
             training=training,
             augmentation=self.augmentation() if training else None,
             decoded=decoded,
             seed=self.seed,
             drop_remainder=training and self.drops_remainder(split),
             skip_errors=skip_errors,
+            per_epoch=per_epoch,
         )
 
     def train_dataloader(self):
-        """Shuffled, augmented training batches."""
-        return self._dataset("train", training=True)
+        """Shuffled, augmented training batches (of this process's shard, with `shard_training`)."""
+        return self._dataset(self.training_split, training=True)
 
     def val_dataloader(self):
         return self._dataset("val", training=False)

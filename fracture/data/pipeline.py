@@ -58,6 +58,7 @@ def make_dataset(
     seed: int | None = None,
     drop_remainder: bool = False,
     skip_errors: bool = False,
+    per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Build a dataset of `(images, labels)` batches: images float32 `(B, H, W, 3)` in 0..255, labels float32 `(B, 1)`.
 
@@ -67,7 +68,8 @@ def make_dataset(
     file must decode: `folders.scan_split` checks that up front, which keeps the dataset's length known and
     its order aligned with `paths`. A file deleted or replaced after that check fails to read; with
     `skip_errors` (training and validation streams) it is left out with a logged warning and the run goes on,
-    and `FractureDataModule.recheck` reports it at the end.
+    and `FractureDataModule.recheck` reports it at the end. `per_epoch` limits the files a training epoch
+    draws (see `epoch_order`).
     """
     autotune = tf.data.AUTOTUNE
     labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
@@ -77,7 +79,7 @@ def make_dataset(
     else:
         ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), labels))
     if training:
-        ds = epoch_order(ds, len(labels), seed)
+        ds = epoch_order(ds, len(labels), seed, per_epoch)
     if decoded is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
@@ -95,11 +97,14 @@ def make_dataset(
     return ds.prefetch(autotune)
 
 
-def epoch_order(ds: tf.data.Dataset, count: int, seed: int | None) -> tf.data.Dataset:
+def epoch_order(ds: tf.data.Dataset, count: int, seed: int | None, per_epoch: int | None = None) -> tf.data.Dataset:
     """`ds`'s `count` elements (file names, or indices of decoded images or cached features) in a new order
     every epoch: the same orders for the same seed, whichever stream is shuffled. Shuffling names or indices
-    is cheap, so the buffer holds them all."""
-    return ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    is cheap, so the buffer holds them all. With `per_epoch`, each epoch draws only that many of the shuffled
+    elements (the training processes' shards differ by a file or two, and every process must run the same
+    number of steps); the ones left out differ from epoch to epoch."""
+    ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    return ds if per_epoch is None or per_epoch >= count else ds.take(per_epoch)
 
 
 def view_dataset(images: np.ndarray, batch_size: int, views: int, augmentation=None) -> tf.data.Dataset:

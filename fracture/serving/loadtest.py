@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from fracture.processes import free_loopback_port
 
 
 @dataclass
@@ -77,12 +78,6 @@ def run_load(
     if not images:
         raise ValueError("run_load needs at least one image")
     return asyncio.run(_load(url.rstrip("/"), list(images), requests, clients, token))
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from fracture.errors import ConfigError
 from fracture.io import atomic_path
 from fracture.models.checkpoint import read_metadata, save_checkpoint
 from fracture.models.schema import CheckpointMetadata
+from fracture.training.distributed import outside_distribution
 from fracture.training.metric_names import metric_mode, slash_logs, to_keras
 
 
@@ -64,11 +65,15 @@ class ModelCheckpoint(keras.callbacks.Callback):
         if self.metadata is None:
             raise ConfigError("ModelCheckpoint.metadata is unset: let a fracture Trainer run this callback.")
         metadata = self.metadata.replace(epoch=epoch + 1, monitor=self.monitor, score=score, logs=logs)
+        paths = [self.last_path] if self.save_last else []
         if self._improved(score) or self.best_epoch is None:
             self.best_score, self.best_epoch, self.best_logs = score, epoch + 1, logs
-            save_checkpoint(self.model_to_save or self.model, self.best_path, metadata)
-        if self.save_last:
-            save_checkpoint(self.model_to_save or self.model, self.last_path, metadata)
+            paths.insert(0, self.best_path)
+        # Outside the distribution: Keras' saving builds a throwaway optimizer, whose variables under a
+        # distribution spanning several training processes would wait for the others (only process 0 saves).
+        with outside_distribution():
+            for path in paths:
+                save_checkpoint(self.model_to_save or self.model, path, metadata)
 
 
 class RandomStateBackup(keras.callbacks.Callback):
@@ -78,9 +83,10 @@ class RandomStateBackup(keras.callbacks.Callback):
     would draw different noise than an uninterrupted one. Put this callback right after BackupAndRestore.
     """
 
-    def __init__(self, backup_dir: str | Path):
+    def __init__(self, backup_dir: str | Path, write: bool = True):
         super().__init__()
         self.path = Path(backup_dir) / "non_trainable_state.npz"
+        self.write = write  # False: restore only (the training processes after the first write no backup)
 
     def on_train_begin(self, logs=None):
         if self.path.is_file():
@@ -89,6 +95,8 @@ class RandomStateBackup(keras.callbacks.Callback):
                     variable.assign(saved[f"v{index}"])
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
         values = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self.model.non_trainable_variables)}
         with atomic_path(self.path) as staging:
             np.savez(staging, **values)

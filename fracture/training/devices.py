@@ -5,6 +5,9 @@
 
 The batch size stays the *global* batch: with `devices=N`, each device sees `batch_size / N` images per
 step, so keep the batch size divisible by N, and consider scaling the learning rate with the global batch.
+
+Across several processes (`fracture.training.distributed`), the devices are every process's, and each process
+feeds its own part of the global batch.
 """
 
 from __future__ import annotations
@@ -38,15 +41,25 @@ def resolve_devices(devices: int | str) -> list[str]:
 class DataParallel:
     """A context for building, compiling and fitting a model on several devices (a no-op for one)."""
 
-    def __init__(self, devices: list[str]):
+    def __init__(self, devices: list, across_processes: bool = False):
         self.devices = devices
+        self.across_processes = across_processes
         self._strategy = None
         if len(devices) > 1 and keras.backend.backend() == "jax":
-            self._strategy = keras.distribution.DataParallel(devices=devices)
+            # Across processes, each feeds its own shard: Keras must not cut the stream a second time.
+            self._strategy = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=not across_processes)
         elif len(devices) > 1:
             import tensorflow as tf
 
             self._strategy = tf.distribute.MirroredStrategy(devices)
+
+    @property
+    def devices_per_process(self) -> int:
+        if not self.across_processes:
+            return len(self.devices)
+        import jax
+
+        return jax.local_device_count()
 
     def scope(self):
         """Keras' JAX distribution or TensorFlow's strategy, for the duration of the block only: the process's

@@ -45,6 +45,7 @@ from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
+from fracture.training.distributed import on_this_process, outside_distribution
 
 CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
 FEATURE_DTYPE = np.float16
@@ -133,10 +134,11 @@ class LocalBackbone:
     def run(self, backbone: keras.Model, batches: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, float]]:
         """(features, seconds in the backbone) for each batch, in order."""
         for batch in batches:
-            if self._frozen is None or self._frozen[0] is not backbone:
-                self._frozen = (backbone, frozen_inference(backbone))
-            called = time.perf_counter()
-            features = np.asarray(self._frozen[1](batch))
+            with outside_distribution():  # each training process runs its own copy on its own shard
+                if self._frozen is None or self._frozen[0] is not backbone:
+                    self._frozen = (backbone, frozen_inference(on_this_process(backbone)))
+                called = time.perf_counter()
+                features = np.asarray(self._frozen[1](batch))
             yield features, time.perf_counter() - called
 
 
@@ -244,15 +246,17 @@ class FeatureCache:
         """(train, val) batches of `datamodule`'s cached features: train with `views` views per image (one
         when augmentation is off), shuffled as the streaming pipeline shuffles; val un-augmented, in order."""
         views = self.views if datamodule.augmentation() is not None else 1
-        train_features = self.features(backbone, datamodule, "train", views)
+        split = datamodule.training_split  # with several processes, this process's shard alone
+        train_features = self.features(backbone, datamodule, split, views)
         val_features = self.features(backbone, datamodule, "val", 1)
         train = feature_batches(
             train_features,
-            datamodule.labels("train"),
-            datamodule.batch_size,
+            datamodule.labels(split),
+            datamodule.training_batch_size,
             training=True,
             seed=datamodule.seed,
-            drop_remainder=datamodule.drops_remainder("train"),
+            drop_remainder=datamodule.drops_remainder(split),
+            per_epoch=datamodule.training_steps()[1],
         )
         return train, feature_batches(val_features, datamodule.labels("val"), datamodule.batch_size, training=False)
 
@@ -265,6 +269,7 @@ def feature_batches(
     training: bool,
     seed: int | None = None,
     drop_remainder: bool = False,
+    per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """`(features, labels)` batches as float32 and `(B, 1)`, from `(views, N, ...)` cached features.
 
@@ -276,7 +281,7 @@ def feature_batches(
     labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
     ds = tf.data.Dataset.from_tensor_slices((np.arange(count), labels))
     if training:
-        ds = epoch_order(ds, count, seed)
+        ds = epoch_order(ds, count, seed, per_epoch)
         choices = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % views)
     else:
         choices = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()

@@ -108,13 +108,18 @@ class InterruptGuard(keras.callbacks.Callback):
     the same way, so a pre-empted run keeps its finished epochs and can be resumed.
     Use as a context manager around `model.fit` (it installs its SIGINT and SIGTERM handlers there, in the main
     thread only, and restores the previous ones after) and as one of its callbacks.
+
+    With `agree` (a function from this process's signal, 0 for none, to the largest of every training
+    process's: `fracture.training.distributed.any_process`), every process stops after the same batch, also
+    when the signal reached only some of them.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, agree=None):
         super().__init__()
         self.requested: int | None = None  # the signal that asked to stop
+        self.agree = agree
         self.epoch = 1
         self._previous: dict = {}
 
@@ -140,6 +145,8 @@ class InterruptGuard(keras.callbacks.Callback):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.agree is not None:
+            self.requested = self.agree(self.requested or 0) or None
         if self.requested:
             by = "" if self.requested == signal.SIGINT else f" by {signal.Signals(self.requested).name}"
             raise TrainingInterrupted(

@@ -16,6 +16,7 @@ import h5py
 import keras
 
 from fracture.training.callbacks import RandomStateBackup
+from fracture.training.distributed import outside_distribution
 
 # Written by keras.callbacks.BackupAndRestore next to its checkpoint: {"epoch": <epochs finished>, ...}.
 KERAS_BACKUP_STATE = "training_metadata.json"
@@ -45,11 +46,30 @@ class StageBackup:
             if not latest.exists() and previous.exists():
                 previous.replace(latest)
 
-    def callbacks(self) -> list[keras.callbacks.Callback]:
+    def callbacks(self, write: bool = True) -> list[keras.callbacks.Callback]:
         """Back the stage up after every epoch; put them after checkpoints and loggers, so that an epoch counts
-        as finished only once every record of it is written (see `Trainer._callbacks`)."""
-        keras_backup = keras.callbacks.BackupAndRestore(self.folder, double_checkpoint=True, delete_checkpoint=False)
-        return [keras_backup, RandomStateBackup(self.folder)]
+        as finished only once every record of it is written (see `Trainer._callbacks`). Without `write`, only
+        restore from the backup (the training processes after the first, which write nothing)."""
+        backup = BackupAndRestore if write else RestoreOnlyBackup
+        keras_backup = backup(self.folder, double_checkpoint=True, delete_checkpoint=False)
+        return [keras_backup, RandomStateBackup(self.folder, write=write)]
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, saving outside the distribution: Keras' saving builds a throwaway optimizer,
+    whose variables under a distribution spanning several training processes would wait for the others, and
+    only process 0 saves."""
+
+    def _save_model(self):
+        with outside_distribution():
+            super()._save_model()
+
+
+class RestoreOnlyBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore that restores the backup when training begins, and never saves one."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
 
 
 def reads_whole(path: Path) -> bool:

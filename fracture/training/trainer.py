@@ -20,6 +20,7 @@ from fracture.models.classifier import FractureClassifier
 from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
+from fracture.training.distributed import any_process, check_backend, find_process_group, join, needs_starting
 from fracture.training.feature_cache import FeatureCache, extraction_engine
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
@@ -92,6 +93,13 @@ class Trainer:
         feature_cache_engine: "local" runs the backbone for the cache here; "ray" on Ray actors
             (`fracture.training.ray_extraction`), with `feature_cache_ray`: `address`, `actors`,
             `cpus_per_actor` (`fracture.ray_cluster.RaySettings`) and the actors' `backend` set-up.
+        num_processes: data-parallel training processes (JAX only; `fracture.training.distributed`). Each trains
+            on its shard of the training files (`FractureDataModule.shard_training`) and drives its own devices;
+            the global batch stays `data.batch_size`. Only process 0 writes checkpoints and backups.
+        process_id: this process's number (0..num_processes-1); None reads it from submitit's or SLURM's job
+            environment.
+        coordinator: `host:port` where process 0 waits for the others (None: derived from the job's).
+        peer_timeout_s: a process silent for this long makes the others stop with an error.
     """
 
     def __init__(
@@ -114,6 +122,10 @@ class Trainer:
         feature_cache_dir: str | Path | None = DEFAULT_CACHE,
         feature_cache_engine: str = "local",
         feature_cache_ray: dict | None = None,
+        num_processes: int = 1,
+        process_id: int | None = None,
+        coordinator: str | None = None,
+        peer_timeout_s: int = 60,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -140,7 +152,20 @@ class Trainer:
         self.profile = profile
         self.deterministic = deterministic
         self.backup_dir = Path(backup_dir) if backup_dir else None
-        self.parallel = DataParallel(resolve_devices(devices))
+        self.processes = find_process_group(num_processes, process_id, coordinator)
+        if needs_starting(self.processes):
+            raise ConfigError(
+                f"trainer.num_processes={num_processes} needs each process's trainer.process_id and "
+                "trainer.coordinator, or a launcher that sets them (python -m fracture.train starts them itself)."
+            )
+        check_backend(self.processes, keras.backend.backend())
+        join(self.processes, peer_timeout_s)
+        if self.processes.multi and devices not in (1, "all"):
+            raise ConfigError("with trainer.num_processes, each process uses all its devices; drop trainer.devices.")
+        self.parallel = DataParallel(
+            keras.distribution.list_devices() if self.processes.multi else resolve_devices(devices),
+            across_processes=self.processes.multi,
+        )
         if deterministic:
             enable_determinism()
         self.feature_cache = feature_cache
@@ -193,7 +218,8 @@ class Trainer:
         then the user's callbacks (checkpoints, loggers), then the backups: an epoch counts as finished for a
         resume only once every record of it is written (a kill in between trains it again, and the loggers
         replace its row); then the interrupt guard and the progress bars; a profiler wraps them all."""
-        callbacks = [DivergenceGuard(), *self.callbacks, *(backup.callbacks() if backup else []), interrupt]
+        backups = backup.callbacks(write=self.processes.is_chief) if backup else []
+        callbacks = [DivergenceGuard(), *self.callbacks, *backups, interrupt]
         callbacks += [progress] if progress else []
         return callbacks
 
@@ -225,10 +251,12 @@ class Trainer:
         elif epochs is not None or learning_rate is not None:
             raise ConfigError(f"stage {stage.name!r} sets its own epochs and learning rate; pass them to the stage.")
         datamodule.setup()  # fail on bad data before the slow model build
+        if self.processes.multi:
+            datamodule.shard_training(self.processes.process_id, self.processes.num_processes)
         self.build(classifier)
         with self.parallel.scope():
             data = self.streams.fit_data(
-                classifier, datamodule, stage, len(self.parallel.devices), self.compile_options
+                classifier, datamodule, stage, self.parallel.devices_per_process, self.compile_options
             )
         end_epoch = self.current_epoch + (1 if self.fast_dev_run else stage.epochs or self.epochs)
         # A cached stage backs up the head model's state, which an uncached one could not restore.
@@ -243,9 +271,10 @@ class Trainer:
             self.checkpoint_callback.model_to_save = classifier.model
         saved_bytes = checkpoint_bytes(classifier.model)  # what a checkpoint or a backup writes
         for folder in filter(None, (self.backup_dir, getattr(self.checkpoint_callback, "dirpath", None))):
-            check_writable(folder, saved_bytes)  # fail now, not at the first save an epoch later
+            if self.processes.is_chief:
+                check_writable(folder, saved_bytes)  # fail now, not at the first save an epoch later
         if keras.backend.backend() == "jax":
-            self._build_metrics_apart_from_the_stream(data.model, datamodule.batch_size)
+            self._build_metrics_apart_from_the_stream(data.model, datamodule.training_batch_size)
         train = epoch_stream(data.train, data.steps, skip)
         history = self._run(data, train, end_epoch, backup, stage.name, saved_bytes)
         for index in range(len(history.epoch)):
@@ -259,7 +288,7 @@ class Trainer:
         restores the terminal, and a full disk becomes `DiskFull` with the backup left whole."""
         label = "" if stage == DEFAULT_STAGE else stage  # a run's only stage needs no name on every line
         progress = RichProgress(data.steps, end_epoch, label) if self.progress else None
-        interrupt = InterruptGuard()
+        interrupt = InterruptGuard((lambda flag: any_process(flag, self.processes)) if self.processes.multi else None)
         callbacks = self._callbacks(backup, progress, interrupt)
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
