@@ -175,7 +175,9 @@ def test_num_processes_two_through_the_cli_writes_one_run_folder_from_process_0(
 
     # The checkpoint process 0 wrote predicts the same on both backends.
     image = sorted(REPO_ROOT.glob("data/synthetic/test/*/*.png"))[0]  # the demo's own data
-    code = "import sys; from fracture import load_predictor as p; print(p(sys.argv[1]).predict(sys.argv[2]).probability)"  # noqa: E501
+    code = (
+        "import sys; from fracture import load_predictor as p; print(p(sys.argv[1]).predict(sys.argv[2]).probability)"  # noqa: E501
+    )
     probabilities = []
     for backend in ("jax", "tensorflow"):
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
