@@ -29,6 +29,9 @@ RESUMABLE_CHANGES = {
     "data.audit.workers": "threads of the audit: same groups",
     "trainer.backup_dir": "the backup is the run folder's backup/ (fracture.run_folder), wherever a run set it",
     "fast_depthwise_conv": "the same convolution, computed faster",
+    "trainer.process_id": "a training process's place in its group, which the command or launcher gives it",
+    "trainer.coordinator": "where the training processes meet: the same shards and steps",
+    "trainer.peer_timeout_s": "how long a silent process is waited for",
     "evaluate": "evaluation runs after training and changes nothing in it",
     "eval": "evaluation runs after training and changes nothing in it",
 }

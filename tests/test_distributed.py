@@ -4,7 +4,10 @@ The processes talk over 127.0.0.1 only (the coordinator is bound there) and ever
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -188,3 +191,30 @@ def test_num_processes_two_through_the_cli_writes_one_run_folder_from_process_0(
         assert done.returncode == 0, done.stderr[-2000:]
         probabilities.append(float(done.stdout.split()[-1]))
     assert abs(probabilities[0] - probabilities[1]) < 1e-5
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_after_the_same_batch_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [*DEMO_SMALL, "data.train_per_class=48", "data.image_size=64", "trainer.epochs=8"]
+    overrides += ["trainer.num_processes=2", "eval.bootstrap_resamples=50", f"paths.log_dir={tmp_path}"]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "HYDRA_FULL_ERROR": "0", "FRACTURE_CACHE_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "fracture.train", *overrides, f"hydra.run.dir={run_dir}"]
+    started = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    backup_state = run_dir / "backup" / "fit" / "training_metadata.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and started.poll() is None and not backup_state.is_file():
+        time.sleep(0.1)
+    started.send_signal(signal.SIGTERM)  # a scheduler's pre-emption reaches the command; it tells both
+    _, stderr = started.communicate(timeout=120)
+    assert started.returncode == 143, stderr.decode()[-3000:]
+    assert "Resume with:" in stderr.decode() and "trainer.process_id" not in stderr.decode()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"
+    assert "interrupted by SIGTERM" in (run_dir / "rank1.log").read_text()
+
+    resumed = run_cli("fracture.train", *overrides, f"resume={run_dir}", backend="jax", timeout=500, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "finished"
+    with open(run_dir / "history.csv") as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == list(range(8))

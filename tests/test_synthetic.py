@@ -1,6 +1,8 @@
 """The synthetic dataset is deterministic and reused when unchanged (its learnability is tested by the demo run)."""
 
-from fracture.data import synthetic
+import subprocess
+import sys
+
 from fracture.data.synthetic import write_synthetic_dataset
 
 
@@ -22,25 +24,27 @@ def test_existing_identical_set_is_reused_and_a_changed_one_rebuilt(tmp_path):
     assert (root / "train" / "fractured" / "0000.png").stat().st_mtime_ns == stamp
     write_synthetic_dataset(root, 3, 1, 1, image_size=32, seed=0)
     assert len(list((root / "train" / "fractured").glob("*.png"))) == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no staging folders left behind
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == ["s"]  # no staging folders left behind
 
 
-def test_a_writer_that_finds_the_same_set_put_in_place_meanwhile_keeps_it(tmp_path, monkeypatch):
-    """Parallel sweep jobs write the same set at once; the one that finishes second must not delete the folder
-    that the first is already reading."""
-    root = tmp_path / "synthetic"
-    render = synthetic.render_bone
-    kept = {}
+WRITE_AND_SAY_WHICH = """
+import sys
+from fracture.data.synthetic import write_synthetic_dataset
+root = write_synthetic_dataset(sys.argv[1], 6, 2, 2, image_size=64)
+print((root / "synthetic.json").stat().st_ino)
+"""
 
-    def render_while_another_job_finishes(*args, **kwargs):
-        if not kept:
-            monkeypatch.setattr(synthetic, "render_bone", render)
-            write_synthetic_dataset(root, 2, 1, 1, image_size=32)  # the other job wins the race
-            kept["inode"] = (root / "synthetic.json").stat().st_ino
-            monkeypatch.setattr(synthetic, "render_bone", render_while_another_job_finishes)
-        return render(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_bone", render_while_another_job_finishes)
-    assert write_synthetic_dataset(root, 2, 1, 1, image_size=32) == root
-    assert (root / "synthetic.json").stat().st_ino == kept["inode"]  # the first set stayed in place
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]  # and no staging copy is left
+def test_parallel_writers_write_the_set_once_and_none_replaces_another_ones(tmp_path):
+    """Parallel sweep jobs, or the processes of one training run, write the same set at once; the one that
+    comes second must not replace the folder that the first is already reading."""
+    root = write_synthetic_dataset(tmp_path / "synthetic", 2, 1, 1, image_size=32)  # an older set to replace
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITE_AND_SAY_WHICH, str(root)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    seen = {writer.communicate(timeout=120)[0].strip() for writer in writers}
+    assert [writer.returncode for writer in writers] == [0, 0, 0]
+    assert seen == {str((root / "synthetic.json").stat().st_ino)}  # every writer returned the one set in place
+    assert len(list((root / "train" / "fractured").glob("*.png"))) == 6
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["synthetic"]  # no staging left

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image, ImageFilter
 
 from fracture.data.folders import SPLITS
@@ -60,8 +61,9 @@ def write_synthetic_dataset(
     """Write `root/{train,val,test}/{fractured,not fractured}/*.png` unless an identical set is already there.
 
     The folder is built in a temporary sibling and renamed into place, so an interrupted run never leaves
-    a half-written dataset behind, and a writer that finds the same set put in place meanwhile (a parallel
-    sweep job) keeps that one. Returns `root`.
+    a half-written dataset behind. Writers of one `root` take turns (a lock file beside it): parallel sweep
+    jobs and the processes of one training run write it once, and none replaces a folder that another is
+    reading. Returns `root`.
     """
     root = Path(root).expanduser()
     params = dict(
@@ -75,29 +77,22 @@ def write_synthetic_dataset(
     if holds_this_set():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    per_class = dict(train=train_per_class, val=val_per_class, test=test_per_class)
-    for split_index, split in enumerate(SPLITS):
-        for label, folder in CLASS_FOLDERS.items():
-            (staging / split / folder).mkdir(parents=True)
-            for i in range(per_class[split]):
-                rng = np.random.default_rng([seed, split_index, label, i])
-                pixels = render_bone(rng, image_size, fractured=bool(label))
-                Image.fromarray(pixels, mode="L").save(staging / split / folder / f"{i:04d}.png")
-    (staging / "synthetic.json").write_text(json.dumps(params))
-    # Parallel sweep jobs may write the same set at once: the first one in place is kept (the others' copies
-    # are identical), so that no job deletes the folder another is already reading.
-    if holds_this_set():
-        shutil.rmtree(staging)
-        return root
-    if root.exists():
-        shutil.rmtree(root)
-    try:
+    with FileLock(root.parent / f".{root.name}.lock"):
+        if holds_this_set():  # the writer before this one wrote this very set
+            return root
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+        per_class = dict(train=train_per_class, val=val_per_class, test=test_per_class)
+        for split_index, split in enumerate(SPLITS):
+            for label, folder in CLASS_FOLDERS.items():
+                (staging / split / folder).mkdir(parents=True)
+                for i in range(per_class[split]):
+                    rng = np.random.default_rng([seed, split_index, label, i])
+                    pixels = render_bone(rng, image_size, fractured=bool(label))
+                    Image.fromarray(pixels, mode="L").save(staging / split / folder / f"{i:04d}.png")
+        (staging / "synthetic.json").write_text(json.dumps(params))
+        if root.exists():
+            shutil.rmtree(root)
         staging.rename(root)
-    except OSError:  # another writer renamed its copy into place between the check and the rename
-        shutil.rmtree(staging)
-        if not holds_this_set():
-            raise
     return root
 
 
