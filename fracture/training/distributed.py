@@ -179,6 +179,19 @@ def any_process(flag: int, group: ProcessGroup) -> int:
     return int(np.max(multihost_utils.process_allgather(np.array([flag], np.int32))))
 
 
+def gather_shards(local: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Every training process's `local` rows (process k holds `sizes[k]` of them), in process order: each pads
+    its rows to the longest, and one all-gather brings them all to every process."""
+    if len(sizes) == 1:
+        return [local]
+    from jax.experimental import multihost_utils
+
+    padded = np.zeros((max(sizes), *local.shape[1:]), local.dtype)
+    padded[: len(local)] = local
+    gathered = np.asarray(multihost_utils.process_allgather(padded))  # (processes, longest, ...)
+    return [gathered[k, :size] for k, size in enumerate(sizes)]
+
+
 @contextmanager
 def outside_distribution() -> Iterator[None]:
     """No Keras distribution for the block: models built and run in it stay on this process's own device."""

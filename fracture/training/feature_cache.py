@@ -45,7 +45,7 @@ from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.frozen import frozen_inference
 from fracture.models.head import HEAD_PREFIX
-from fracture.training.distributed import on_this_process, outside_distribution
+from fracture.training.distributed import gather_shards, on_this_process, outside_distribution
 
 CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
 FEATURE_DTYPE = np.float16
@@ -242,13 +242,30 @@ class FeatureCache:
             features = np.load(staging, mmap_mode="r")
         return features
 
+    def whole_split_features(self, backbone: keras.Model, datamodule, split: str) -> np.ndarray:
+        """`(1, N, c)` features of every file of `split`. With several training processes (which all validate on
+        the whole split), each extracts every k-th file and the parts are gathered, so no image is extracted
+        twice."""
+        if datamodule.process_shard is None:
+            return self.features(backbone, datamodule, split, 1)
+        process_id, count = datamodule.process_shard
+        files = datamodule.files(split)
+        parts = [np.arange(k, len(files), count) for k in range(count)]
+        datamodule.add_split(f"{split}_part", files.subset(parts[process_id]))
+        local = np.asarray(self.features(backbone, datamodule, f"{split}_part", 1)[0])
+        gathered = gather_shards(local, [len(part) for part in parts])
+        whole = np.empty((1, len(files), *local.shape[1:]), local.dtype)
+        for part, rows in zip(parts, gathered, strict=True):
+            whole[0, part] = rows
+        return whole
+
     def training_data(self, backbone: keras.Model, datamodule) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """(train, val) batches of `datamodule`'s cached features: train with `views` views per image (one
         when augmentation is off), shuffled as the streaming pipeline shuffles; val un-augmented, in order."""
         views = self.views if datamodule.augmentation() is not None else 1
         split = datamodule.training_split  # with several processes, this process's shard alone
         train_features = self.features(backbone, datamodule, split, views)
-        val_features = self.features(backbone, datamodule, "val", 1)
+        val_features = self.whole_split_features(backbone, datamodule, "val")
         train = feature_batches(
             train_features,
             datamodule.labels(split),
