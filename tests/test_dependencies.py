@@ -34,6 +34,7 @@ OPTIONAL_SUBPACKAGES = {
     "fracture/inference/ray_predict.py": "ray",
     "fracture/training/ray_extraction.py": "ray",
     "fracture/serving/ray_serve.py": "ray",
+    "fracture/training/distributed.py": "distributed",  # submitit, read only inside a submitit job
     "fracture/serving": "serve",
     "fracture/deployment": "export",
     "fracture/models/runtimes.py": "export",

@@ -220,3 +220,16 @@ def test_sigterm_stops_every_process_after_the_same_batch_and_the_run_resumes(tm
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "finished"
     with open(run_dir / "history.csv") as file:
         assert [int(row["epoch"]) for row in csv.DictReader(file)] == list(range(8))
+
+
+def test_when_one_local_process_fails_the_others_are_stopped_and_its_code_returned(tmp_path, monkeypatch, capsys):
+    import fracture.local_processes as local
+
+    behaviour = {0: "import time; time.sleep(120)", 1: "import sys, time; time.sleep(0.5); sys.exit(3)"}
+    monkeypatch.setattr(local, "process_command", lambda _o, rank, _p, _r: [sys.executable, "-c", behaviour[rank]])
+    monkeypatch.setattr(local, "STOP_GRACE_S", 1.0)
+    started = time.monotonic()
+    assert local.run_local_processes(2, [], tmp_path) == 3
+    assert time.monotonic() - started < 30
+    error = capsys.readouterr().err
+    assert "training process 1 exited with code 3" in error and "rank1.log" in error and "[0]" in error

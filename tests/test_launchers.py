@@ -70,6 +70,8 @@ ray_sweep() {
     {python} -m fracture.train -m "$@" hydra/launcher=ray model.optimizer.lr=1e-3,3e-4
 }
 ray_sweep {overrides} hydra.sweep.dir={tmp}/local
+{python} -m fracture.train -m {overrides} hydra.sweep.dir={tmp}/optuna hydra/launcher=ray \
+    hparams_search=effb3_optuna hydra.sweeper.n_trials=2 hydra.sweeper.n_jobs=2
 {python} -m ray.scripts.scripts start --head --node-ip-address=127.0.0.1 --num-cpus=2 \\
     --include-dashboard=false --disable-usage-stats
 trap '{python} -m ray.scripts.scripts stop --force' EXIT
@@ -78,7 +80,7 @@ ray_sweep {overrides} hydra.sweep.dir={tmp}/cluster hydra.launcher.ray.init.addr
 
 
 @pytest.mark.slow
-def test_the_ray_launcher_sweeps_on_a_ray_it_starts_and_on_a_running_cluster(tmp_path):
+def test_the_ray_launcher_sweeps_on_a_ray_it_starts_with_optuna_too_and_on_a_running_cluster(tmp_path):
     overrides = " ".join([*TINY_SWEEP, f"paths.data_dir={tmp_path}/data"])
     script = RAY_SWEEPS.replace("{overrides}", overrides).replace("{tmp}", str(tmp_path))
     script = script.replace("{python}", sys.executable)
@@ -88,6 +90,8 @@ def test_the_ray_launcher_sweeps_on_a_ray_it_starts_and_on_a_running_cluster(tmp
         rows = summary(tmp_path / sweep, "model.optimizer.lr")
         assert sorted(rows) == ["0.0003", "0.001"], sweep
         assert all(row["status"] == "ok" for row in rows.values()), sweep
+    assert "best_params" in (tmp_path / "optuna" / "optimization_results.yaml").read_text()  # Optuna over Ray
+    assert len(summary(tmp_path / "optuna", "model.optimizer.lr")) == 2
     assert "validated against ConfigStore" not in done.stderr
 
 
