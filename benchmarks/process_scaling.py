@@ -6,7 +6,8 @@ N processes x 1 thread, on JAX.
 Trains the notebook's EfficientNetB3 (random weights: speed does not depend on them, base frozen) on a synthetic
 set through `fracture.Trainer`, timing each training step after the first epoch (which compiles), in two
 modes: the uncached frozen-base step (the whole network runs, the head learns) and the head over cached
-features (`trainer.feature_cache`). The global batch is the same in every row. Each layout runs as its own
+features (`trainer.feature_cache`), with fracture.train's tap-sum depthwise convolutions. The global batch is
+the same in every row. Each layout runs as its own
 processes with its thread pools held to its threads (`fracture.processes.thread_env`), and the coordinator on
 127.0.0.1. Prints img/s per row and the ratio of N processes to 1, and writes them to --out.
 """
@@ -40,6 +41,7 @@ def worker(args) -> None:
     import numpy as np
 
     from fracture import FractureClassifier, FractureDataModule, Trainer
+    from fracture.jax_depthwise import enable_fast_depthwise_conv
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -69,6 +71,9 @@ def worker(args) -> None:
         feature_cache_dir=None,
         **group,
     )
+    # As fracture.train does on a JAX CPU (conf/backend: fast_depthwise_conv); after the Trainer, which joins
+    # the distributed runtime before anything asks JAX for its backend.
+    enable_fast_depthwise_conv(True)
     data = FractureDataModule(args.data, image_size=args.image_size, batch_size=args.batch_size, group_by=None)
     model = FractureClassifier(weights=None, image_size=args.image_size, freeze_base=True)
     trainer.fit(model, data)
@@ -97,7 +102,8 @@ def run_layout(data: Path, processes: int, threads: int, cached: bool, args, scr
         ]
         codes = [worker.wait(timeout=args.timeout) for worker in workers]
     if any(codes):
-        raise SystemExit(f"a worker failed ({codes}); see {scratch / (result.stem + '.log')}")
+        tail = (scratch / f"{result.stem}.log").read_text()[-3000:]
+        raise SystemExit(f"a worker failed ({codes}):\n{tail}")
     return {**json.loads(result.read_text()), "wall_s": time.perf_counter() - started}
 
 
