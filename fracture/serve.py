@@ -45,6 +45,8 @@ def serve(cfg: DictConfig) -> None:
     check_bind(settings.host, settings.allow_remote, settings.token)
     if cfg.engine not in ("local", "ray"):
         raise ConfigError(f"engine must be local or ray, got {cfg.engine!r}.")
+    if settings.max_batch_size < 1 or settings.batch_wait_ms < 0 or settings.max_queued < 1:
+        raise ConfigError("serve.max_batch_size and serve.max_queued must be at least 1, serve.batch_wait_ms >= 0.")
     try:
         from fracture.serving import ServeSettings, create_app, run_server
     except ModuleNotFoundError as error:
@@ -63,9 +65,16 @@ def serve(cfg: DictConfig) -> None:
     if cfg.engine == "ray":
         serve_replicas(cfg, limits)
         return
+    from fracture.serving.batching import BatchingWorker
+    from fracture.serving.worker import ModelWorker
+
     predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels)
     predictor.warm_up()  # the first request should not pay for compiling and freezing
-    app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits)
+    worker = ModelWorker(predictor)
+    if int(settings.max_batch_size) > 1:
+        batching = (int(settings.max_batch_size), float(settings.batch_wait_ms), int(settings.max_queued))
+        worker = BatchingWorker(worker, *batching)
+    app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits, worker=worker)
     log.info("serving %s on http://%s:%d (not a medical device)", cfg.ckpt_path, settings.host, settings.port)
     run_server(app, settings.host, int(settings.port), settings.log_level)
 
@@ -78,8 +87,6 @@ def serve_replicas(cfg: DictConfig, limits) -> None:
     from fracture.serving.ray_serve import ReplicaSpec, serve_on_ray
 
     settings = cfg.serve
-    if settings.max_batch_size < 1 or settings.batch_wait_ms < 0 or settings.max_queued < 1:
-        raise ConfigError("serve.max_batch_size and serve.max_queued must be at least 1, serve.batch_wait_ms >= 0.")
     spec = ReplicaSpec(
         str(cfg.ckpt_path),
         limits,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,6 +21,8 @@ from fracture.inference.predictor import load_predictor
 from fracture.models.checkpoint import checkpoint_id, update_metadata
 from fracture.serve import check_bind
 from fracture.serving import NOTICE, ServeSettings, create_app
+from fracture.serving.batching import BatchingWorker
+from fracture.serving.worker import ModelWorker
 
 TOKEN = "s3cret-token"
 
@@ -36,8 +40,8 @@ def predictor(checkpoint):
     return load_predictor(checkpoint)
 
 
-def client_for(predictor, checkpoint, **settings) -> TestClient:
-    return TestClient(create_app(predictor, checkpoint_id(checkpoint), ServeSettings(**settings)))
+def client_for(predictor, checkpoint, worker=None, **settings) -> TestClient:
+    return TestClient(create_app(predictor, checkpoint_id(checkpoint), ServeSettings(**settings), worker=worker))
 
 
 @pytest.fixture()
@@ -204,6 +208,50 @@ def test_concurrent_uploads_each_get_their_own_answer(client, predictor, synthet
     for name, body in answers:
         assert body["filename"] == name
         assert body["probability"] == pytest.approx(expected[name], abs=1e-6)
+
+
+def test_uploads_arriving_together_share_a_batch_and_each_gets_its_own_answer(predictor, checkpoint, synthetic_root):
+    paths = synthetic_images(synthetic_root, 8)
+    expected = {path.name: predictor.predict(path).probability for path in paths}
+    worker = BatchingWorker(ModelWorker(predictor), max_batch_size=8, batch_wait_ms=50, max_queued=64)
+
+    def post(path):
+        return path.name, client.post("/predict", files={"file": (path.name, path.read_bytes())}).json()
+
+    with client_for(predictor, checkpoint, worker=worker) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, paths * 3))
+    for name, body in answers:
+        assert body["filename"] == name
+        assert body["probability"] == pytest.approx(expected[name], abs=1e-5)  # a batch of others: same answer
+    assert sum(worker.batch_sizes) == 24 and max(worker.batch_sizes) > 1  # they did share batches
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(predictor, checkpoint, synthetic_root):
+    """One batch at a time of one image, a queue of 2, a model held for 0.5 s a batch: of 8 uploads at once,
+    those beyond the one being predicted and the two waiting are refused at once, and the rest answered."""
+
+    class SlowModel(ModelWorker):
+        async def predict_many(self, images):
+            await asyncio.sleep(0.5)
+            return await super().predict_many(images)
+
+    worker = BatchingWorker(SlowModel(predictor), max_batch_size=1, batch_wait_ms=0, max_queued=2)
+    path = synthetic_images(synthetic_root, 1)[0]
+
+    def post(_):
+        started = time.monotonic()
+        response = client.post("/predict", files={"file": (path.name, path.read_bytes())})
+        return response, time.monotonic() - started
+
+    with client_for(predictor, checkpoint, worker=worker) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    busy = [(response, seconds) for response, seconds in answers if response.status_code == 503]
+    assert {response.status_code for response, _ in answers} == {200, 503}
+    assert len(busy) >= 8 - 3 - 1  # one in the model, two queued; a thread may start after one has finished
+    for response, seconds in busy:
+        assert int(response.headers["Retry-After"]) >= 1 and seconds < 0.5  # refused without waiting
+        assert "waiting for the model" in response.json()["detail"]
+        assert response.headers["X-Medical-Notice"] == "not a medical device"
 
 
 def test_bind_is_loopback_unless_asked(caplog):

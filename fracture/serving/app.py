@@ -33,6 +33,7 @@ from fracture import __version__
 from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.images import TooManyPixels, UnreadableImage, UnsuitableImage, read_xray_bytes
 from fracture.inference.predictor import Predictor
+from fracture.serving.batching import ServiceBusy
 from fracture.serving.worker import ModelWorker
 
 NOTICE = "Research and teaching only: not a medical device. Do not use it to diagnose or to guide treatment."
@@ -59,9 +60,10 @@ class ServeSettings:
 def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings | None = None, worker=None) -> FastAPI:
     """The service around a loaded `Predictor`; `checkpoint_id` names the checkpoint in every answer.
 
-    `worker` runs the model calls: by default a `ModelWorker` (one at a time, in arrival order); Ray Serve's
-    replicas pass one that batches (`fracture.serving.ray_serve`). It needs `await predict(pixels, explain)`
-    and `close()`."""
+    `worker` runs the model calls: by default a `ModelWorker` (one at a time, in arrival order); a
+    `fracture.serving.batching.BatchingWorker` predicts requests that arrive together in one batch (as
+    `fracture.serve` does), and Ray Serve's replicas pass one batched by Ray (`fracture.serving.ray_serve`). It
+    needs `await predict(pixels, explain)`, which may raise `ServiceBusy` (answered 503), and `close()`."""
     settings = settings or ServeSettings()
     limits = ShapeLimits(settings.min_side, settings.max_aspect)
     worker = worker or ModelWorker(predictor)
@@ -101,7 +103,10 @@ def create_app(predictor: Predictor, checkpoint_id: str, settings: ServeSettings
             raise HTTPException(422, f"{upload.filename or 'upload'}: {error}") from error
         except UnreadableImage as error:
             raise HTTPException(415, f"{upload.filename or 'upload'}: {error}") from error
-        result = await worker.predict(pixels, explain=explain)
+        try:
+            result = await worker.predict(pixels, explain=explain)
+        except ServiceBusy as busy:
+            raise HTTPException(503, str(busy), headers={"Retry-After": str(busy.retry_after_s)}) from busy
         return result, (time.perf_counter() - started) * 1000.0
 
     # Starlette's own errors (404, 405) and FastAPI's validation errors (422) carry the notice too.

@@ -36,7 +36,7 @@ class ReplicaSpec:
     backend: dict = field(default_factory=dict)
 
 
-class BatchingWorker:
+class RayBatchingWorker:
     """`ModelWorker`'s interface, with predictions collected into batches by Ray Serve."""
 
     def __init__(self, worker: ModelWorker, max_batch_size: int, batch_wait_ms: float):
@@ -68,7 +68,7 @@ class FractureReplica:
         prepare_actor_backend(spec.backend)
         predictor = load_predictor(spec.ckpt_path, spec.gradcam_layer, spec.settings.max_pixels)
         predictor.warm_up()
-        worker = BatchingWorker(ModelWorker(predictor), spec.max_batch_size, spec.batch_wait_ms)
+        worker = RayBatchingWorker(ModelWorker(predictor), spec.max_batch_size, spec.batch_wait_ms)
         self._service = create_app(predictor, checkpoint_id(spec.ckpt_path), spec.settings, worker=worker)
 
     def __serve_build_asgi_app__(self):
