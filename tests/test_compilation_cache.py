@@ -2,6 +2,7 @@
 and is a no-op on TensorFlow."""
 
 import keras
+import pytest
 from conftest import run_python
 
 from fracture import enable_compilation_cache
@@ -15,6 +16,7 @@ model.predict_on_batch(np.zeros((2, 32, 32, 3), "float32"))
 """
 
 
+@pytest.mark.slow  # about 17 s; the default suite stays under 15 minutes
 def test_compiled_programs_are_cached_on_jax_and_reused_by_the_next_process(tmp_path):
     done = run_python(BUILD_AND_PREDICT, tmp_path / "cache", backend="jax")
     assert f"CACHE {tmp_path / 'cache'}" in done.stdout

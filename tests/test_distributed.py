@@ -135,6 +135,7 @@ def test_two_processes_train_as_one_on_the_union_of_their_shards(shard_data, tmp
     assert [sorted(shard.values()).count("1") for shard in shards] in ([9, 8], [8, 9])
 
 
+@pytest.mark.slow  # about 25 s; the default suite stays under 15 minutes (the two-process equality test stays)
 def test_a_peer_that_dies_stops_the_survivor_in_bounded_time(shard_data, tmp_path):
     port = str(free_loopback_port())
     survivor = probe("group", str(shard_data), str(tmp_path), "0", port, out=tmp_path)

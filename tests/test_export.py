@@ -39,6 +39,7 @@ def predictions(csv_path) -> list[dict]:
     return list(csv.DictReader(csv_path.open()))
 
 
+@pytest.mark.slow  # about 50 s with its checkpoint; the ONNX predictor and the parity checks stay in the default suite
 def test_export_cli_writes_all_formats_and_the_onnx_model_predicts_the_same_labels(tmp_path, trained):
     ckpt, data = trained
     result = run_cli("fracture.export", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/export")

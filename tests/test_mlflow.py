@@ -129,6 +129,7 @@ def test_what_an_outage_kept_is_resent_later(tmp_path, monkeypatch, capsys):
     assert nothing_left.value.code == 2
 
 
+@pytest.mark.slow  # about 25 s; the single-run MLflow tests stay in the default suite
 def test_a_sweep_is_one_parent_run_with_a_nested_run_per_job(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = run_cli(

@@ -16,6 +16,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
 from conftest import DEMO_SMALL, REPO_ROOT
 
 
@@ -54,6 +55,7 @@ def test_wheel_ships_every_config(tmp_path):
     assert expected and shipped == expected
 
 
+@pytest.mark.slow  # about 30 s; CI installs the project afresh; the wheel's contents are checked by default
 def test_installed_wheel_trains_the_demo_from_another_folder(tmp_path):
     python = fresh_environment(tmp_path / "venv", build_wheel(tmp_path / "dist"))
     elsewhere = tmp_path / "elsewhere"

@@ -221,6 +221,7 @@ def test_files_deleted_or_replaced_during_a_run_are_reported_and_the_run_goes_on
     assert "## Files left out or changed" in report and deleted in report
 
 
+@pytest.mark.slow  # about 22 s; files changed during a run are tested in the default suite
 def test_a_run_over_a_folder_with_5_percent_corrupt_files_finishes_and_reports_them(tmp_path):
     data = tmp_path / "data"
     root = write_synthetic_dataset(data / "synthetic", 16, 8, 4, image_size=128, seed=0)  # as DEMO_SMALL does

@@ -39,6 +39,7 @@ def test_grid_sweep_writes_job_folders_and_a_summary(tmp_path):
     assert "sweep summary" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # about 20 s; the submitit sweep with a failing job (tests/test_launchers.py) stays by default
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     result = sweep(tmp_path, "data.image_size=48,8")  # 8 px is refused by the data module
     assert result.returncode == 0, result.stderr[-3000:]

@@ -182,6 +182,7 @@ def test_the_shared_fracatlas_subset_reads_as_its_table_says(tmp_path):
     assert hands == sum(row["hand"] == "1" for row in rows)
 
 
+@pytest.mark.slow  # about 12 s; the tables' reading is tested in the default suite
 def test_the_audit_command_audits_the_files_a_table_lists(tmp_path):
     from conftest import run_cli
 
