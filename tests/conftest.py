@@ -118,16 +118,26 @@ def run_cli(
 ):
     """Run `python -m <module> <overrides>` in a subprocess with the given Keras backend (`unprivileged`: as a
     process that file permissions apply to, also when the tests run as root; `env`: added variables)."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0", **(env or {})}
     prefix = DROP_PRIVILEGES if unprivileged else []
     return subprocess.run(
         [*prefix, sys.executable, "-m", module, *overrides],
         cwd=cwd or REPO_ROOT,
-        env=env,
+        env=cli_env(backend, env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_cli(module: str, *overrides: str, backend: str = "tensorflow", env=None, **popen) -> subprocess.Popen:
+    """`run_cli` started in the background, for tests that watch or signal the command while it runs; `popen`
+    goes to `subprocess.Popen` (stdout, stderr, text)."""
+    command = [sys.executable, "-m", module, *overrides]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=cli_env(backend, env), **popen)
+
+
+def cli_env(backend: str, env: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "KERAS_BACKEND": backend, "HYDRA_FULL_ERROR": "0", **(env or {})}
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_SMALL, REPO_ROOT, run_cli
+from conftest import DEMO_SMALL, REPO_ROOT, run_cli, start_cli
 
 from fracture.data.splits import class_balanced_shard, shard_sizes
 from fracture.data.synthetic import write_synthetic_dataset
@@ -201,9 +201,9 @@ def test_sigterm_stops_every_process_after_the_same_batch_and_the_run_resumes(tm
     run_dir = tmp_path / "run"
     overrides = [*DEMO_SMALL, "data.train_per_class=48", "data.image_size=64", "trainer.epochs=8"]
     overrides += ["trainer.num_processes=2", "eval.bootstrap_resamples=50", f"paths.log_dir={tmp_path}"]
-    env = {**os.environ, "KERAS_BACKEND": "jax", "HYDRA_FULL_ERROR": "0", "FRACTURE_CACHE_DIR": str(tmp_path)}
-    command = [sys.executable, "-m", "fracture.train", *overrides, f"hydra.run.dir={run_dir}"]
-    started = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {"FRACTURE_CACHE_DIR": str(tmp_path)}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    started = start_cli("fracture.train", *overrides, f"hydra.run.dir={run_dir}", backend="jax", env=env, **pipes)
     backup_state = run_dir / "backup" / "fit" / "training_metadata.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and started.poll() is None and not backup_state.is_file():

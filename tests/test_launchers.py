@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_SMALL, REPO_ROOT, run_cli
+from conftest import DEMO_SMALL, run_cli, start_cli
 from loopback import in_loopback
 
 TINY_SWEEP = [*DEMO_SMALL, "trainer.fast_dev_run=true", "eval.bootstrap_resamples=50"]
@@ -128,9 +128,7 @@ def task_pids(job_id: str) -> list[int]:
 @pytest.mark.slow
 def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_backup(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    command = [
-        sys.executable,
-        "-m",
+    sweep = start_cli(
         "fracture.train",
         "-m",
         *DEMO_SMALL,
@@ -141,9 +139,9 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_from_its_backup(tmp_pa
         f"paths.data_dir={tmp_path}/data",
         f"hydra.sweep.dir={sweep_dir}",
         "hydra/launcher=submitit_local",
-    ]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
-    sweep = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     backup_state = sweep_dir / "0" / "backup" / "fit" / "training_metadata.json"
     deadline, signalled = time.monotonic() + 300, []
     try:

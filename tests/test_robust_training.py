@@ -13,7 +13,7 @@ from collections import namedtuple
 import keras
 import numpy as np
 import pytest
-from conftest import DEMO_SMALL, REPO_ROOT, require_permission_checks, run_cli
+from conftest import DEMO_SMALL, REPO_ROOT, require_permission_checks, run_cli, start_cli
 
 from fracture import FractureClassifier, FractureDataModule, Trainer, load_checkpoint
 from fracture.errors import ConfigError
@@ -55,9 +55,7 @@ def test_a_diverging_run_exits_with_the_message_and_records_it_in_metrics_json(t
 
 def training_past(run, overrides: list[str], epochs: int) -> subprocess.Popen:
     """`python -m fracture.train` into `run`, returned once `epochs` epochs are in its history.csv."""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "fracture.train", *overrides, f"hydra.run.dir={run}"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    process = start_cli("fracture.train", *overrides, f"hydra.run.dir={run}", stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "history.csv").is_file() or len((run / "history.csv").read_text().splitlines()) <= epochs:
         assert process.poll() is None and time.monotonic() < deadline, f"{epochs} epoch(s) never finished"
