@@ -8,9 +8,9 @@ and how the training files are dealt out.
 `find_process_group` reads, in this order: explicit settings (`trainer.num_processes`, `trainer.process_id`,
 `trainer.coordinator`), submitit's `JobEnvironment` (a job of `hydra/launcher=slurm` or `submitit_local` with
 `tasks_per_node` > 1), and SLURM's variables (`srun`). Each process drives its own devices (one, on a CPU);
-`keras.distribution.DataParallel` spans all of them, and each process feeds its own shard (`auto_shard_dataset=False`), so the
-global batch is the processes' local batches side by side. The processes' collectives on a CPU go over gloo
-(TCP), which is JAX's default since 0.5.1.
+`keras.distribution.DataParallel` spans all of them, and each process feeds its own shard
+(`auto_shard_dataset=False`), so the global batch is the processes' local batches side by side. The processes'
+collectives on a CPU go over gloo (TCP), which is JAX's default since 0.5.1.
 
 TensorFlow is refused: Keras 3's `fit` does not run under `MultiWorkerMirroredStrategy` (keras#20585).
 """

@@ -41,9 +41,11 @@ import tensorflow as tf
 from fracture.cache_entry import read_entry, write_entry
 from fracture.console import console, progress_bar
 from fracture.data.pipeline import epoch_order, numpy_rows
+from fracture.deployment.parity import reference_batch
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
-from fracture.models.frozen import frozen_inference
+from fracture.models.digest import model_digest
+from fracture.models.engines import Engine, build_engine, choose_engine
 from fracture.models.head import HEAD_PREFIX
 from fracture.training.distributed import gather_shards, on_this_process, outside_distribution
 
@@ -95,14 +97,6 @@ def file_digest(path: str) -> str:
         raise DataError(f"cannot read {path} for the feature cache ({error.strerror or error}).") from error
 
 
-def model_digest(model: keras.Model) -> str:
-    """A hash of a model's configuration and every weight, trainable or not."""
-    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()
-
-
 def cache_key(paths: list[str], image_size: int, views: int, augmentation: dict | None, seed: int, backbone) -> dict:
     """Everything the cached features depend on; its hash names the entry."""
     files = hashlib.sha256("\n".join(file_digest(path) for path in paths).encode()).hexdigest()
@@ -125,27 +119,43 @@ def key_name(key: dict) -> str:
 
 
 class LocalBackbone:
-    """Runs the backbone in this process: its frozen inference pass, frozen on first use and kept for the next
-    split. (`fracture.training.ray_extraction.RayBackbones` runs it on Ray actors instead.)"""
+    """Runs the backbone in this process, on the inference engine `engine` (`fracture.models.engines`: auto,
+    keras, onnxruntime or openvino), built on first use and kept for the next split.
+    (`fracture.training.ray_extraction.RayBackbones` runs it on Ray actors instead.)"""
 
-    def __init__(self):
-        self._frozen: tuple[keras.Model, object] | None = None  # (backbone, its frozen forward pass)
+    def __init__(self, engine: str = "auto"):
+        choose_engine(engine, setting="trainer.extraction_engine")  # a wrong name fails before any work
+        self.requested = engine
+        self.built: Engine | None = None
+        self._for: keras.Model | None = None  # the backbone `built` runs
 
-    def run(self, backbone: keras.Model, batches: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, float]]:
-        """(features, seconds in the backbone) for each batch, in order."""
+    def run(
+        self, backbone: keras.Model, batches: Iterator[np.ndarray], images: int | None = None
+    ) -> Iterator[tuple[np.ndarray, float]]:
+        """(features, seconds in the backbone) for each batch, in order; `images` is how many will come."""
         for batch in batches:
             with outside_distribution():  # each training process runs its own copy on its own shard
-                if self._frozen is None or self._frozen[0] is not backbone:
-                    self._frozen = (backbone, frozen_inference(on_this_process(backbone)))
+                if self._for is not backbone:
+                    self.built, self._for = self._build(on_this_process(backbone), images), backbone
                 called = time.perf_counter()
-                features = np.asarray(self._frozen[1](batch))
+                features = self.built(batch)
             yield features, time.perf_counter() - called
 
+    def report(self) -> dict:
+        """The engine that ran the last extraction: its name, set-up time and parity with Keras."""
+        return self.built.report()
 
-def extraction_engine(name: str, ray_options: dict | None):
-    """What runs the backbone for the feature cache: `LocalBackbone`, or `RayBackbones` for "ray"."""
+    def _build(self, backbone: keras.Model, images: int | None) -> Engine:
+        # Several training processes may convert the same backbone at once: each stores a whole file.
+        name = choose_engine(self.requested, backbone, images, setting="trainer.extraction_engine")
+        return build_engine(backbone, name, reference_batch(backbone.input_shape[1]))
+
+
+def backbone_runner(name: str, ray_options: dict | None, engine: str = "auto"):
+    """What runs the backbone for the feature cache: `LocalBackbone`, or `RayBackbones` for "ray", each on
+    the inference engine `engine`."""
     if name == "local":
-        return LocalBackbone()
+        return LocalBackbone(engine)
     if name != "ray":
         raise ConfigError(f"trainer.feature_cache_engine must be local or ray, got {name!r}.")
     from fracture.ray_cluster import RaySettings
@@ -153,7 +163,7 @@ def extraction_engine(name: str, ray_options: dict | None):
 
     options = dict(ray_options or {})
     backend = options.pop("backend", None)
-    return RayBackbones(RaySettings(**options), backend)
+    return RayBackbones(RaySettings(**options), backend, engine)
 
 
 def extract(engine, backbone, batches, out: np.ndarray, batch_size: int, description: str) -> dict:
@@ -179,7 +189,7 @@ def extract(engine, backbone, batches, out: np.ndarray, batch_size: int, descrip
     done, began, forward_s, first = 0, time.perf_counter(), 0.0, None
     with progress_bar() as bar:
         task = bar.add_task(description, total=count)
-        for features, seconds in engine.run(backbone, padded()):
+        for features, seconds in engine.run(backbone, padded(), images=count * views):
             view, start, size = placed.popleft()
             forward_s += seconds
             first = first or (forward_s, size)
@@ -190,6 +200,7 @@ def extract(engine, backbone, batches, out: np.ndarray, batch_size: int, descrip
     if done != count:
         raise DataError(f"read {done} of {count} images while caching features: did files change? Run again.")
     return {
+        **engine.report(),
         "images": count * views,
         "seconds": time.perf_counter() - began,
         "forward_s": forward_s,

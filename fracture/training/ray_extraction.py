@@ -7,7 +7,8 @@ actors, a few batches in flight per actor, and come back in order. The entry is 
 write, under the same key, so a run on one machine reuses features that a cluster extracted.
 
 Each actor loads the backbone once per extraction from a `.keras` copy sent through Ray's object store (the
-same weights: the key's digest is taken from the driver's model) and runs the same frozen inference pass.
+same weights: the key's digest is taken from the driver's model) and runs it on the engine that
+`trainer.extraction_engine` names, chosen and checked as a local extraction does (`fracture.models.engines`).
 """
 
 from __future__ import annotations
@@ -29,17 +30,23 @@ IN_FLIGHT_PER_ACTOR = 2  # one batch computing, one waiting: the actors never id
 class BackboneActor:
     """Holds one copy of the backbone and returns its frozen inference pass over batches."""
 
-    def __init__(self, model_bytes: bytes, backend: dict):
-        from fracture.models.frozen import frozen_inference
+    def __init__(self, model_bytes: bytes, backend: dict, engine: str, images: int | None):
+        from fracture.deployment.parity import reference_batch
+        from fracture.models.engines import build_engine, choose_engine
 
         prepare_actor_backend(backend)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "backbone.keras"
             path.write_bytes(model_bytes)
-            self.forward = frozen_inference(keras.saving.load_model(path, compile=False))
+            backbone = keras.saving.load_model(path, compile=False)
+        name = choose_engine(engine, backbone, images, setting="trainer.extraction_engine")
+        self.forward = build_engine(backbone, name, reference_batch(backbone.input_shape[1]))
 
     def features(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.forward(batch))
+        return self.forward(batch)
+
+    def report(self) -> dict:
+        return self.forward.report()
 
 
 def model_bytes(model: keras.Model) -> bytes:
@@ -58,21 +65,30 @@ class RayBackbones:
         backend: `compilation_cache` and `fast_depthwise_conv` for the actors, as the entry point set them here.
     """
 
-    def __init__(self, settings: RaySettings, backend: dict | None = None):
+    def __init__(self, settings: RaySettings, backend: dict | None = None, engine: str = "auto"):
         require_ray()
         self.settings = settings
         self.backend = backend or {}
+        self.engine = engine
+        self._report: dict = {}
 
-    def run(self, backbone: keras.Model, batches: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, float]]:
-        """(features, seconds waited for them) for each batch, in order."""
+    def report(self) -> dict:
+        """The engine the first actor built for the last extraction, as `LocalBackbone.report` gives it."""
+        return self._report
+
+    def run(
+        self, backbone: keras.Model, batches: Iterator[np.ndarray], images: int | None = None
+    ) -> Iterator[tuple[np.ndarray, float]]:
+        """(features, seconds waited for them) for each batch, in order; `images` is how many will come."""
         import ray
 
         with ray_session(self.settings) as settings:
             actor_class = ray.remote(BackboneActor).options(**settings.actor_options())
             weights = ray.put(model_bytes(backbone))
-            actors = [actor_class.remote(weights, self.backend) for _ in range(settings.actors)]
+            actors = [actor_class.remote(weights, self.backend, self.engine, images) for _ in range(settings.actors)]
             pending: deque = deque()
             try:
+                self._report = ray.get(actors[0].report.remote())
                 for index, batch in enumerate(batches):
                     pending.append(actors[index % len(actors)].features.remote(batch))
                     if len(pending) >= IN_FLIGHT_PER_ACTOR * len(actors):

@@ -21,7 +21,7 @@ from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.distributed import any_process, check_backend, find_process_group, join, needs_starting
-from fracture.training.feature_cache import FeatureCache, extraction_engine
+from fracture.training.feature_cache import FeatureCache, backbone_runner
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
@@ -93,6 +93,8 @@ class Trainer:
         feature_cache_engine: "local" runs the backbone for the cache here; "ray" on Ray actors
             (`fracture.training.ray_extraction`), with `feature_cache_ray`: `address`, `actors`,
             `cpus_per_actor` (`fracture.ray_cluster.RaySettings`) and the actors' `backend` set-up.
+        extraction_engine: the inference engine of the cache's backbone passes: "auto", "keras", "onnxruntime"
+            or "openvino", checked against Keras when built (`fracture.models.engines`).
         num_processes: data-parallel training processes (JAX only; `fracture.training.distributed`). Each trains
             on its shard of the training files (`FractureDataModule.shard_training`) and drives its own devices;
             the global batch stays `data.batch_size`. Only process 0 writes checkpoints and backups.
@@ -122,6 +124,7 @@ class Trainer:
         feature_cache_dir: str | Path | None = DEFAULT_CACHE,
         feature_cache_engine: str = "local",
         feature_cache_ray: dict | None = None,
+        extraction_engine: str = "auto",
         num_processes: int = 1,
         process_id: int | None = None,
         coordinator: str | None = None,
@@ -170,7 +173,9 @@ class Trainer:
             enable_determinism()
         self.feature_cache = feature_cache
         self.features = FeatureCache(
-            feature_cache_dir, feature_cache_views, extraction_engine(feature_cache_engine, feature_cache_ray)
+            feature_cache_dir,
+            feature_cache_views,
+            backbone_runner(feature_cache_engine, feature_cache_ray, extraction_engine),
         )
         self.limits = BatchLimits(limit_train_batches, limit_val_batches, overfit_batches)
         self.streams = StreamChooser(feature_cache, self.features, self.limits, fast_dev_run)

@@ -1,0 +1,151 @@
+"""Inference engines: a model's inference pass on Keras, ONNX Runtime or OpenVINO, checked to agree with Keras.
+
+A frozen backbone (the feature cache) and a trained classifier (prediction, evaluation, the service) are pure
+inference, so they may run on whichever engine is fastest here, as long as the outputs are the same:
+
+- `keras`: the model itself, its weights frozen into the graph on TensorFlow (`fracture.models.frozen`);
+- `onnxruntime`, `openvino`: the model converted to ONNX once (Keras' own export: tf2onnx on TensorFlow,
+  jax2onnx on JAX), stored under the cache root keyed by the model's configuration and weights, and run by
+  that engine in float32 (`pip install 'fracture[export]'` brings both).
+
+Every engine other than Keras is checked when built: its outputs on a parity batch must stay within
+`PARITY_RELATIVE` of the largest Keras output, or the build fails with `EngineMismatch` (see `check_parity`).
+
+`auto` picks OpenVINO, else ONNX Runtime, else Keras, with two exceptions where converting costs more than it
+saves: a model whose precision policy is not float32 (the converted models are float32) stays on Keras, and so
+does a job of fewer than `CONVERT_MIN_IMAGES` images when no converted model is stored yet. Measured on a
+2-core AMD EPYC for EfficientNetB3 at 224 px (`benchmarks/engines.py`): converting takes about 25 s once;
+batches of 32 run at 38 img/s on Keras' frozen graph, 44 on ONNX Runtime, 45 on OpenVINO; one image takes
+about 50, 34 and 22 ms.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fracture.cache_entry import read_entry, write_entry
+from fracture.errors import ConfigError, FractureError
+from fracture.io import cache_dir
+from fracture.models.digest import model_digest
+
+ENGINES = ("keras", "onnxruntime", "openvino")
+AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, as measured (see the module)
+MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+CONVERT_MIN_IMAGES = 2000  # about where 25 s of conversion is won back on batches (4 ms an image)
+# An engine's outputs may differ from Keras' by at most this fraction of the largest Keras output: 2^-10, twice
+# float16's rounding step, so an engine moves a cached float16 feature by at most about one step. float32
+# reordering gives about 1e-6 of it (5e-7 measured); bfloat16 (8 bits of mantissa) gives about 1e-2 and fails.
+PARITY_RELATIVE = 2.0**-10
+ONNX_FORMAT = "fracture-onnx/1"
+
+
+class EngineMismatch(FractureError):
+    """An engine's outputs differ from Keras' by more than the parity bound."""
+
+
+@dataclass
+class Engine:
+    """A built engine: `run` maps a float32 batch to the model's outputs."""
+
+    name: str
+    run: Callable[[np.ndarray], np.ndarray]
+    setup_s: float  # converting, compiling or freezing, once
+    max_abs_difference: float | None = None  # against Keras on the parity batch; None for Keras itself
+    bound: float | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.run(batch))
+
+    def report(self) -> dict:
+        return {
+            "engine": self.name,
+            "engine_setup_s": self.setup_s,
+            "parity_max_abs_difference": self.max_abs_difference,
+            "parity_bound": self.bound,
+        }
+
+
+def installed(name: str) -> bool:
+    return name == "keras" or importlib.util.find_spec(MODULES[name]) is not None
+
+
+def choose_engine(requested: str, model: keras.Model | None = None, images: int | None = None, setting="") -> str:
+    """The engine to build for `requested` (auto, keras, onnxruntime or openvino), for a job of `images`
+    images (None: unbounded, as a service's). `setting` names the config key in errors."""
+    setting = setting or "the engine"
+    if requested not in ("auto", *ENGINES):
+        raise ConfigError(f"{setting} must be auto, {', '.join(ENGINES)}; got {requested!r}.")
+    float32 = keras.config.dtype_policy().name == "float32" and (model is None or model.dtype_policy.name == "float32")
+    if requested != "auto":
+        if requested != "keras" and not installed(requested):
+            raise ConfigError(f"{setting}={requested} needs {requested}: pip install 'fracture[export]'.")
+        if requested != "keras" and not float32:
+            raise ConfigError(
+                f"{setting}={requested} runs float32 models only; use keras with a mixed precision policy."
+            )
+        return requested
+    if not float32:
+        return "keras"
+    small = images is not None and images < CONVERT_MIN_IMAGES
+    if small and not (model is not None and onnx_entry(model)[0].exists()):
+        return "keras"
+    return next((name for name in AUTO_ORDER if installed(name)), "keras")
+
+
+def onnx_entry(model: keras.Model) -> tuple[Path, dict]:
+    """(path, key) of `model`'s stored ONNX conversion under the cache root."""
+    key = {"format": ONNX_FORMAT, "model": model_digest(model), "backend": keras.backend.backend()}
+    return cache_dir("engines") / key["model"][:32] / "model.onnx", key
+
+
+def onnx_model(model: keras.Model) -> Path:
+    """`model` converted to ONNX: the stored conversion when it passes its check, else a new one, stored."""
+    from fracture.deployment.exporters import export_formats
+
+    path, key = onnx_entry(model)
+    if read_entry(path, key) is not None:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder, write_entry(path, key) as staging:
+        shutil.move(export_formats(model, ["onnx"], folder)["onnx"], staging)
+    return path
+
+
+def build_engine(model: keras.Model, name: str, parity_batch: np.ndarray | None = None) -> Engine:
+    """`name` (not auto: see `choose_engine`) built for `model`, checked on `parity_batch` when given."""
+    began = time.perf_counter()
+    if name == "keras":
+        from fracture.models.frozen import frozen_inference
+
+        return Engine(name, frozen_inference(model), time.perf_counter() - began)
+    from fracture.models.runtimes import onnx_runner, openvino_runner
+
+    runner = {"onnxruntime": onnx_runner, "openvino": openvino_runner}[name]
+    engine = Engine(name, runner(onnx_model(model)), time.perf_counter() - began)
+    if parity_batch is not None:
+        check_parity(engine, model, parity_batch)
+    return engine
+
+
+def check_parity(engine: Engine, model: keras.Model, batch: np.ndarray) -> Engine:
+    """Compare `engine` with Keras' `predict_on_batch` on `batch`; record the largest difference and the bound
+    on `engine`, and raise `EngineMismatch` past the bound."""
+    expected = np.asarray(model.predict_on_batch(batch), np.float64)
+    actual = np.asarray(engine(batch), np.float64).reshape(expected.shape)
+    engine.max_abs_difference = float(np.max(np.abs(actual - expected)))
+    engine.bound = PARITY_RELATIVE * float(np.max(np.abs(expected)))
+    if not engine.max_abs_difference <= engine.bound:  # NaN fails too
+        raise EngineMismatch(
+            f"the {engine.name} engine's outputs differ from Keras' by {engine.max_abs_difference:.3g} on "
+            f"{len(batch)} images (bound {engine.bound:.3g}); run this model on the keras engine."
+        )
+    return engine
