@@ -17,10 +17,10 @@ from rich.table import Table
 
 from fracture.cli import CONFIG_DIR, prepare_backend
 from fracture.console import console
-from fracture.deployment.exporters import parse_formats
 from fracture.deployment.parity import ParityResult
 from fracture.deployment.recipe import default_export_dir, export_checkpoint, parity_failure, verify_export
 from fracture.errors import ExportError, user_errors
+from fracture.models.exporters import parse_formats
 from fracture.tracking.mlflow_client import require_mlflow
 
 

@@ -54,7 +54,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if not paths:
         raise ConfigError(f"no images found in inputs={inputs}.")
     limits = ShapeLimits(int(cfg.min_side), float(cfg.max_aspect))
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels, limits)
+    # With overlays, every prediction runs through Grad-CAM on the Keras model, never on an engine.
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels, limits, cfg.runtime, len(paths))
     explain = cfg.explain.overlays and predictor.can_explain
     annotations = read_coco(cfg.explain.annotations) if explain and cfg.explain.annotations else {}
     if cfg.explain.overlays and not explain:

@@ -53,6 +53,9 @@ def serve(cfg: DictConfig) -> None:
         raise ConfigError(f"the service needs the serve extra ({error}): pip install 'fracture[serve]'.") from error
     from fracture.inference.predictor import load_predictor
     from fracture.models.checkpoint import checkpoint_id
+    from fracture.models.engines import choose_engine
+
+    choose_engine(str(settings.runtime), setting="serve.runtime")
 
     prepare_backend(cfg)
     limits = ServeSettings(
@@ -68,14 +71,21 @@ def serve(cfg: DictConfig) -> None:
     from fracture.serving.batching import BatchingWorker
     from fracture.serving.worker import ModelWorker
 
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels)
-    predictor.warm_up()  # the first request should not pay for compiling and freezing
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels, runtime=str(settings.runtime))
+    predictor.warm_up()  # the first request should not pay for building the engine and compiling
     worker = ModelWorker(predictor)
     if int(settings.max_batch_size) > 1:
         batching = (int(settings.max_batch_size), float(settings.batch_wait_ms), int(settings.max_queued))
         worker = BatchingWorker(worker, *batching)
     app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits, worker=worker)
-    log.info("serving %s on http://%s:%d (not a medical device)", cfg.ckpt_path, settings.host, settings.port)
+    engine = predictor.engine.name if predictor.engine else "onnxruntime (an exported model)"
+    log.info(
+        "serving %s on http://%s:%d with the %s engine (not a medical device)",
+        cfg.ckpt_path,
+        settings.host,
+        settings.port,
+        engine,
+    )
     run_server(app, settings.host, int(settings.port), settings.log_level)
 
 
@@ -93,6 +103,7 @@ def serve_replicas(cfg: DictConfig, limits) -> None:
         cfg.gradcam_layer,
         max_batch_size=int(settings.max_batch_size),
         batch_wait_ms=float(settings.batch_wait_ms),
+        runtime=str(settings.runtime),
         backend=backend_options(cfg),
     )
     ray_settings = RaySettings(cfg.ray.address, int(settings.replicas), cfg.ray.cpus_per_replica)

@@ -78,6 +78,7 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
                 "forward_s": 2.0,
                 "first_call_s": 1.0,
                 "first_call_images": 32,
+                "engine": "openvino",
             }
         ],
         "recipe_s": 3.0,
@@ -88,6 +89,24 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
         "predict_cold_s": 10.0,
         "first_step_s": 15.0,
         "matmul_gflops": 200.0,
+        "predict_engine": "openvino",
+        "engines": {
+            name: {
+                "extraction_img_s": rate,
+                "predict_warm_ms": 1000.0 / rate,
+                "backbone_setup_s": 20.0,
+                "classifier_setup_s": 5.0,
+                "backbone_parity_max_abs_difference": difference,
+                "backbone_parity_bound": 1e-3,
+                "classifier_parity_max_abs_difference": 0.0,
+                "classifier_parity_bound": 1e-3,
+            }
+            for name, rate, difference in (
+                ("keras", 40.0, 0.0),
+                ("openvino", 50.0, 1e-7),
+                ("openvino bfloat16", 80.0, 1e-2),
+            )
+        },
     }
     port = {**fracture, **epochs([3.0, 2.0], [1.0, 1.0]), "pipeline_img_s": 1000.0, "val_auroc": 0.8}
     full = {"train": 64, "val": 16}
@@ -102,6 +121,35 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     assert figures["flop_ceiling_fraction"] == pytest.approx(32.0 * 1.98 / 200.0)
     labels = [row[0].strip() for row in rows(figures, 2)]
     assert any(label.startswith("(e)") for label in labels) and "*" not in "".join(labels)
+    # Each engine's rows: its backbone rate as a share of the matmul rate, and its parity against the bound.
+    engine_rows = {row[0]: row[1:] for row in rows(figures, 2) if row[0].startswith("engine ")}
+    assert engine_rows["engine openvino: backbone, batches of 32"] == (
+        "50.0 img/s",
+        "",
+        f"{50 * 1.98 / 200:.0%} of matmul",
+    )
+    assert engine_rows["engine openvino: largest difference from Keras, features / probability"][2] == "within bound"
+    assert engine_rows["engine openvino bfloat16: largest difference from Keras, features / probability"] == (
+        "1.0e-02 / 0.0e+00",
+        "",
+        "over bound",
+    )
+    figures["service"] = {
+        "one at a time, keras": {"req_s": 20.0, "p50_ms": 400.0, "p95_ms": 500.0, "errors": 0, "engine": "keras"},
+        "batches of 8, auto engine": {
+            "req_s": 50.0,
+            "p50_ms": 150.0,
+            "p95_ms": 200.0,
+            "errors": 1,
+            "engine": "openvino",
+        },
+    }
+    assert rows(figures, 2)[-1] == (
+        "service: batches of 8, auto engine (openvino)",
+        "50.0 req/s, p95 200 ms",
+        "",
+        "2.50x req/s, 1 failed",
+    )
     assert "| tensorflow | (a) input pipeline alone | 900.0 img/s | 1,000 img/s | 0.90x ↑ |" in markdown(
         {"tensorflow": figures}, 2
     )
@@ -168,4 +216,9 @@ def test_the_quick_benchmark_prints_every_figure_and_writes_bench_json(tmp_path,
     assert set(report["backends"]) == {"tensorflow", "jax"} and report["recipe_speedup"] > 0
     for figures in report["backends"].values():
         assert figures["scaled"] and all(v > 0 for v in figures["recipe_s"].values())
+        assert {"keras", "onnxruntime", "openvino"} <= set(figures["engines"])
+        assert all(engine["extraction_img_s"] > 0 for engine in figures["engines"].values())
+    service = report["backends"]["tensorflow"]["service"]
+    assert len(service) == 4 and all(row["req_s"] > 0 and row["errors"] == 0 for row in service.values())
+    assert report["processor"] and report["processor"] in (tmp_path / "bench.md").read_text()
     assert "recipe speed-up" in done.stderr and (tmp_path / "bench.md").is_file()

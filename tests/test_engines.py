@@ -7,7 +7,7 @@ import pytest
 
 from fracture import FractureClassifier
 from fracture.cache_entry import DamagedCacheEntry, read_entry
-from fracture.deployment.parity import reference_batch
+from fracture.data.reference_images import reference_batch
 from fracture.errors import ConfigError
 from fracture.models import engines
 from fracture.models.engines import Engine, EngineMismatch, build_engine, check_parity, choose_engine, onnx_entry
@@ -51,7 +51,7 @@ def test_the_conversion_is_stored_reused_and_rebuilt_when_damaged(cache_root, mo
     def no_export(*args):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr("fracture.deployment.exporters.export_formats", no_export)
+    monkeypatch.setattr("fracture.models.exporters.export_formats", no_export)
     batch = reference_batch(32)
     assert np.array_equal(build_engine(model, "onnxruntime")(batch), first(batch))  # the stored file, unconverted
     monkeypatch.undo()
@@ -82,7 +82,7 @@ def test_auto_follows_its_rule(cache_root, monkeypatch):
     assert choose_engine("auto", model, images=10) == "openvino"  # already converted: nothing to pay
     monkeypatch.setattr(engines, "installed", lambda name: name in ("keras", "onnxruntime"))
     assert choose_engine("auto", model) == "onnxruntime"
-    with pytest.raises(ConfigError, match="predict.runtime=openvino needs openvino"):
+    with pytest.raises(ConfigError, match="predict.runtime=openvino needs openvino and"):
         choose_engine("openvino", model, setting="predict.runtime")
     with pytest.raises(ConfigError, match="must be auto, keras, onnxruntime, openvino; got 'tensorrt'"):
         choose_engine("tensorrt", setting="predict.runtime")
@@ -114,3 +114,30 @@ def test_feature_cache_on_openvino_stores_the_features_keras_gives(cache_root, s
     # Stored as float16: the engines' float32 outputs agree far inside one float16 step of the largest feature.
     step = 2.0**-10 * float(np.max(np.abs(on_keras.astype(np.float32))))
     assert np.max(np.abs(features.astype(np.float32) - on_keras.astype(np.float32))) <= step
+
+
+def test_a_predictor_and_an_evaluator_run_on_the_engine_they_are_given(cache_root, tiny_checkpoint, synthetic_root):
+    from fracture import FractureDataModule
+    from fracture.evaluation.evaluate import Evaluator
+    from fracture.inference.predictor import load_predictor
+
+    images = list(reference_batch(64).astype(np.uint8))
+    on_keras = load_predictor(tiny_checkpoint, runtime="keras")
+    on_keras.warm_up()
+    openvino = load_predictor(tiny_checkpoint, runtime="openvino")
+    openvino.warm_up()
+    assert on_keras.engine.name == "keras" and openvino.engine.name == "openvino"
+    expected = [p.probability for p, _, _ in on_keras.predict_batch(images)]
+    actual = [p.probability for p, _, _ in openvino.predict_batch(images)]
+    # This checkpoint holds no calibration, so the probabilities are the network's, within the engine's bound.
+    assert np.max(np.abs(np.subtract(actual, expected))) <= openvino.engine.bound
+    assert openvino.explain(images[0]).heatmap is not None  # Grad-CAM still runs on the Keras model
+
+    datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
+    by_engine = {}
+    for name in ("keras", "onnxruntime"):
+        evaluator = Evaluator(tiny_checkpoint, datamodule, runtime=name)
+        by_engine[name] = evaluator.raw_predictions("val")[1]
+        assert evaluator.engine(0).name == name
+    bound = engines.PARITY_RELATIVE * np.max(by_engine["keras"])
+    assert np.max(np.abs(by_engine["onnxruntime"] - by_engine["keras"])) <= bound

@@ -11,13 +11,13 @@ from conftest import DEMO_SMALL, run_cli
 
 from fracture import FractureClassifier, read_metadata, save_checkpoint
 from fracture.data.images import expand_inputs
-from fracture.deployment.exporters import check_backend, parse_formats
 from fracture.deployment.parity import ParityResult
 from fracture.deployment.recipe import export_checkpoint, verify_export
 from fracture.errors import CheckpointError, ExportError
 from fracture.inference.predictor import load_predictor
 from fracture.models.checkpoint import checkpoint_id
 from fracture.models.contract import CONTRACT_FORMAT, read_contract
+from fracture.models.exporters import check_backend, parse_formats
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,16 @@ pytestmark = pytest.mark.backend
 
 
 @pytest.fixture()
-def predictor(tmp_path, tiny_checkpoint):
+def checkpoint(tmp_path, tiny_checkpoint):
     path = tmp_path / "model.keras"
     path.write_bytes(tiny_checkpoint.read_bytes())
     update_metadata(path, threshold=0.4, threshold_source="val", threshold_method="youden")
-    return load_predictor(path)
+    return path
+
+
+@pytest.fixture()
+def predictor(checkpoint):
+    return load_predictor(checkpoint)
 
 
 def test_predictions_use_the_stored_threshold_and_match_the_model(predictor, synthetic_root):
@@ -34,13 +39,19 @@ def test_predictions_use_the_stored_threshold_and_match_the_model(predictor, syn
         assert prediction.label == ("fractured" if probability >= 0.4 else "not fractured")
 
 
-def test_warm_up_freezes_at_once_and_frozen_probabilities_match_the_model(predictor, synthetic_root):
+@pytest.mark.parametrize("runtime", ["keras", "auto"])
+def test_warm_up_freezes_at_once_and_frozen_probabilities_match_the_model(checkpoint, synthetic_root, runtime):
+    predictor = load_predictor(checkpoint, runtime=runtime)
     files = sorted((synthetic_root / "val").rglob("*.png"))[:5]
     batch = np.stack([predictor.preprocess(np.asarray(Image.open(f).convert("RGB"))) for f in files])
     predictor.warm_up()
-    assert predictor.is_frozen  # the service's first request runs frozen, nothing left to trace
-    if keras.backend.backend() == "tensorflow":  # frozen directly, without tracing Keras' predict step first
-        assert predictor.model.predict_function is None
+    assert predictor.is_frozen  # the service's first request runs on its engine, nothing left to trace
+    if runtime == "keras":
+        if keras.backend.backend() == "tensorflow":  # frozen directly, without tracing Keras' predict step
+            assert predictor.model.predict_function is None
+    else:  # auto, for unbounded use, converts: ONNX Runtime or OpenVINO, checked against Keras when built
+        assert predictor.engine.name in ("onnxruntime", "openvino")
+        assert predictor.engine.max_abs_difference <= predictor.engine.bound
     expected = np.asarray(predictor.model.predict(batch, verbose=0)).ravel()
     np.testing.assert_allclose(predictor.uncalibrated_probabilities(batch), expected, atol=1e-5)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fracture.benchmarking.engines import processor_name
 from fracture.io import write_json_atomic, write_text_atomic
 
 EFFICIENTNET_B3_GFLOP = 1.98  # per 224 px image, forward; scaled by pixel count for other sizes
@@ -29,10 +30,15 @@ def backbone_gflop(image_size: int) -> float:
 
 
 def add_ceiling(figures: dict, image_size: int) -> None:
-    """The backbone's forward FLOP rate as a fraction of the measured matmul rate."""
+    """The backbone's forward FLOP rate as a fraction of the measured matmul rate: the extraction's, and each
+    inference engine's."""
     achieved = figures["backbone_img_s"] * backbone_gflop(image_size)
     figures["backbone_gflops"] = achieved
     figures["flop_ceiling_fraction"] = achieved / figures["matmul_gflops"]
+    for engine in figures["engines"].values():
+        engine["flop_ceiling_fraction"] = (
+            engine["extraction_img_s"] * backbone_gflop(image_size) / figures["matmul_gflops"]
+        )
 
 
 def format_value(value: float, unit: str) -> str:
@@ -62,8 +68,60 @@ def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
             "",
             f"{figures['flop_ceiling_fraction']:.0%}",
         ),
+        (
+            "    engines used: extraction / prediction",
+            f"{figures['extraction_engine']} / {figures['predict_engine']}",
+            "",
+            "",
+        ),
     ]
+    return out + engine_rows(figures["engines"]) + service_rows(figures.get("service", {}))
+
+
+def engine_rows(engines: dict) -> list[tuple[str, str, str, str]]:
+    """Per inference engine: backbone rate (and its share of the matmul rate), warm single image, parity, set-up."""
+    out = []
+    for name, engine in engines.items():
+        within = all(
+            engine[f"{part}_parity_max_abs_difference"] <= engine[f"{part}_parity_bound"]
+            for part in ("backbone", "classifier")
+        )
+        parity = (
+            f"{engine['backbone_parity_max_abs_difference']:.1e} / {engine['classifier_parity_max_abs_difference']:.1e}"
+        )
+        setup = engine["backbone_setup_s"] + engine["classifier_setup_s"]
+        out += [
+            (
+                f"engine {name}: backbone, batches of 32",
+                format_value(engine["extraction_img_s"], "img/s"),
+                "",
+                f"{engine['flop_ceiling_fraction']:.0%} of matmul",
+            ),
+            (f"engine {name}: warm single image, classifier", format_value(engine["predict_warm_ms"], "ms"), "", ""),
+            (
+                f"engine {name}: largest difference from Keras, features / probability",
+                parity,
+                "",
+                "within bound" if within else "over bound",
+            ),
+            (f"engine {name}: set-up, backbone + classifier", format_value(setup, "s"), "", ""),
+        ]
     return out
+
+
+def service_rows(service: dict) -> list[tuple[str, str, str, str]]:
+    """Per service configuration: req/s and p95 at the load test's clients, as a ratio to the first row's."""
+    first = next(iter(service.values()), None)
+    return [
+        (
+            f"service: {name} ({figures['engine']})",
+            f"{figures['req_s']:.1f} req/s, p95 {figures['p95_ms']:,.0f} ms",
+            "",
+            f"{figures['req_s'] / first['req_s']:.2f}x req/s"
+            + (f", {figures['errors']} failed" if figures["errors"] else ""),
+        )
+        for name, figures in service.items()
+    ]
 
 
 HEADER = ("figure", "fracture", "plain port", "fracture / port")
@@ -80,9 +138,10 @@ def table(figures: dict, views: int, title: str) -> Table:
     return out
 
 
-def markdown(results: dict, views: int) -> str:
+def markdown(results: dict, views: int, processor: str = "") -> str:
     """Every backend's `rows` as one Markdown table, for the README."""
-    lines = ["| backend | " + " | ".join(HEADER) + " |", "|---|---|---:|---:|---:|"]
+    lines = [f"Processor: {processor}", ""] if processor else []
+    lines += ["| backend | " + " | ".join(HEADER) + " |", "|---|---|---:|---:|---:|"]
     for backend, figures in results.items():
         lines += [f"| {backend} | " + " | ".join(cell.strip() for cell in row) + " |" for row in rows(figures, views)]
     return "\n".join(lines) + f"\n\n{FOOTNOTE}\n"
@@ -95,11 +154,12 @@ def write_report(results: dict, settings: dict, out_dir: str | Path, notes: list
         add_ceiling(figures, settings["image_size"])
     first = results.get("tensorflow") or next(iter(results.values()))
     report = {
+        "processor": processor_name(),
         "recipe_speedup": first["recipe_speedup"],
         "backends": results,
         "settings": settings,
         "notes": notes,
     }
     write_json_atomic(Path(out_dir) / "bench.json", report)
-    write_text_atomic(Path(out_dir) / "bench.md", markdown(results, settings["views"]))
+    write_text_atomic(Path(out_dir) / "bench.md", markdown(results, settings["views"], report["processor"]))
     return report

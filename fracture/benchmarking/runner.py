@@ -39,6 +39,9 @@ class BenchSettings:
     port_epochs: int = 1
     views: int = 2
     repeats: int = 30
+    engine_batches: int = 10  # batches of 32 timed per inference engine (after one not counted)
+    service_requests: int = 200  # uploads per service configuration (`service.CONFIGURATIONS`); 0: no service rows
+    service_clients: int = 8
     image_size: int = 224
     weights: str | None = "imagenet"
     seed: int = 42
@@ -204,6 +207,9 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
         "first_step_s": {"fracture": fracture["first_step_s"], "port": port["first_step_s"]},
         "matmul_gflops": fracture["matmul_gflops"],
         "backbone_img_s": backbone_rate(fracture["extractions"]),
+        "extraction_engine": fracture["extractions"][0]["engine"],
+        "predict_engine": fracture["predict_engine"],
+        "engines": fracture["engines"],
     }
 
 
@@ -255,4 +261,23 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
             figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder, spec)
         results[backend] = backend_figures(measured["fracture"], measured["port"], full, used, settings)
         results[backend]["images"] = {"full": full, "used": used}
+        if backend == settings.backends[0] and settings.service_requests:  # the service on the first backend
+            results[backend]["service"] = service_figures(
+                measured["fracture"]["checkpoint"], listing, backend, folder, settings
+            )
     return results
+
+
+def service_figures(checkpoint: str, listing: dict, backend: str, folder: Path, settings: BenchSettings) -> dict:
+    """The service's rows (`service.measure_service`) on up to 32 validation images, or {} without the serve
+    extra (said on the console)."""
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("httpx") is None:
+        console.print("bench: no service rows: the service needs pip install 'fracture[serve]'")
+        return {}
+    from fracture.benchmarking.service import measure_service
+
+    console.print(f"bench: the service under load on {backend} ...")
+    images = sorted(path for paths in listing["val"].values() for path in paths)[:32]
+    return measure_service(checkpoint, images, backend, folder, settings.service_requests, settings.service_clients)

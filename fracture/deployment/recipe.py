@@ -12,11 +12,12 @@ from pathlib import Path
 
 import keras
 
-from fracture.deployment.exporters import FORMATS, check_backend, export_formats
-from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult, check_parity, reference_batch
+from fracture.data.reference_images import reference_batch
+from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult, check_parity
 from fracture.errors import CheckpointError, ExportError
 from fracture.models.checkpoint import checkpoint_id, load_checkpoint
 from fracture.models.contract import CONTRACT_NAME, model_contract, read_contract, write_contract
+from fracture.models.exporters import FORMATS, check_backend, export_formats
 
 RUNTIMES = {"saved_model": "tensorflow", "onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 

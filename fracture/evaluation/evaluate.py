@@ -18,6 +18,7 @@ from sklearn.metrics import brier_score_loss
 
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
+from fracture.data.reference_images import reference_batch
 from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import evidence, fit_calibration
@@ -35,6 +36,7 @@ from fracture.evaluation.threshold import choose_threshold, threshold_rule
 from fracture.io import write_text_atomic
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint, update_metadata
+from fracture.models.engines import Engine, build_engine, choose_engine
 from fracture.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class Evaluator:
         study_aggregation: a study's probability from its images' (`mean`, as MURA, or `max`).
         external: the data is not the one the model was trained on: keep the threshold and calibration that
             the checkpoint holds from its training data's validation split, never fit them on this data.
+        runtime: the inference engine of the predictions (`fracture.models.engines`: auto, keras, onnxruntime,
+            openvino), checked against Keras when built.
     """
 
     def __init__(
@@ -78,7 +82,11 @@ class Evaluator:
         seed=0,
         study_aggregation="mean",
         external=False,
+        runtime="auto",
     ):
+        choose_engine(runtime, setting="eval.runtime")  # a wrong name fails before any work
+        self.runtime = runtime
+        self._engine: Engine | None = None
         self.ckpt_path = Path(ckpt_path)
         self.model, self.metadata = load_checkpoint(self.ckpt_path, compile=False)
         self.datamodule = datamodule
@@ -98,9 +106,16 @@ class Evaluator:
         if split not in self._predictions:
             files = self.datamodule.files(split)
             dataset = self.datamodule.predict_dataloader(split)
-            probabilities = predict_full_batches(self.model.predict_on_batch, dataset, self.datamodule.batch_size)
+            probabilities = predict_full_batches(self.engine(len(files)), dataset, self.datamodule.batch_size)
             self._predictions[split] = (files.labels.astype(int), probabilities, files.groups)
         return self._predictions[split]
+
+    def engine(self, images: int) -> Engine:
+        """The engine predictions run on, built on first use for a job of `images` images."""
+        if self._engine is None:
+            name = choose_engine(self.runtime, self.model, images, setting="eval.runtime")
+            self._engine = build_engine(self.model, name, reference_batch(self.datamodule.image_size))
+        return self._engine
 
     def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """As `raw_predictions`, with the checkpoint's calibration applied: the scale users see."""
@@ -267,6 +282,7 @@ def evaluate_checkpoint(
     external: bool = False,
     recalibrate_fraction: float = 0.0,
     explain: dict | None = None,
+    runtime: str = "auto",
 ) -> dict:
     """Evaluate `ckpt_path` on `splits`; write `metrics.json` (merged with any existing), `plots/` and `report.md`.
     `qualifiers` are sentences about how the model was trained that the report puts before its numbers.
@@ -274,7 +290,8 @@ def evaluate_checkpoint(
     training's threshold and calibration are kept, or, with `recalibrate_fraction`, refit on that share of
     each split (as `site_model.keras`) and every figure reported on the rest. With `explain` (the fields of
     `explanations.ExplainSettings`, `annotations` a COCO file of boxes), the model's explanations are scored
-    against the boxes on each split's fractured images (`fracture.evaluation.localisation`).
+    against the boxes on each split's fractured images (`fracture.evaluation.localisation`). `runtime` is the
+    predictions' inference engine (`Evaluator`).
 
     Returns the metrics, slash-namespaced: `val/auroc`, `test/sensitivity`, `test/group/auroc`, ...
     """
@@ -284,7 +301,15 @@ def evaluate_checkpoint(
     datamodule.recheck()  # files deleted or broken during training must not break the predictions below
     problems = datamodule.file_problems()
     evaluator = Evaluator(
-        ckpt_path, datamodule, target_sensitivity, calibration, bootstrap_resamples, seed, study_aggregation, external
+        ckpt_path,
+        datamodule,
+        target_sensitivity,
+        calibration,
+        bootstrap_resamples,
+        seed,
+        study_aggregation,
+        external,
+        runtime,
     )
     context = {}
     if external:

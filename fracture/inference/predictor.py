@@ -22,13 +22,14 @@ from PIL import Image
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import UnreadableImage, read_xray
 from fracture.data.pipeline import resize_image
+from fracture.data.reference_images import reference_batch
 from fracture.errors import CheckpointError
 from fracture.inference.overlay import prediction_panel
 from fracture.models.backbones import LAST_CONV_LAYER
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint
 from fracture.models.contract import read_contract
-from fracture.models.frozen import frozen_inference
+from fracture.models.engines import Engine, build_engine, choose_engine
 from fracture.models.gradcam import GradCAM
 from fracture.models.runtimes import OnnxModel
 
@@ -61,6 +62,10 @@ class Predictor:
         gradcam_layer: layer to explain; default: the backbone's last convolutional activation.
         max_pixels: refuse input files with more pixels than this, from their header (None: Pillow's guard).
         limits: refuse input files too small or too elongated to be a radiograph (None: any shape).
+        runtime: the inference engine of a Keras model's predictions (`fracture.models.engines`): "keras",
+            "onnxruntime", "openvino" or "auto", built from the second prediction on (or by `warm_up`) and
+            checked against Keras when built. Grad-CAM always runs on the Keras model.
+        expected_images: how many images this predictor will see (None: unbounded, as a service), for auto.
     """
 
     def __init__(
@@ -70,7 +75,11 @@ class Predictor:
         gradcam_layer: str | None = None,
         max_pixels: int | None = None,
         limits: ShapeLimits | None = DEFAULT_LIMITS,
+        runtime: str = "auto",
+        expected_images: int | None = None,
     ):
+        choose_engine(runtime, setting="runtime")  # a wrong name fails before any work
+        self.runtime, self.expected_images = runtime, expected_images
         self.model = model
         self.max_pixels = max_pixels
         self.limits = limits
@@ -89,9 +98,10 @@ class Predictor:
         backbone = metadata.get("hparams", {}).get("backbone", "efficientnet_b3")
         self.gradcam_layer = gradcam_layer or LAST_CONV_LAYER[backbone]
         self._gradcam: GradCAM | None = None
-        # From the second prediction on, a Keras model runs frozen (about 1.4x faster on a CPU; freezing costs
-        # about 3 s once, which a single cold prediction should not pay). See fracture.models.frozen.
-        self._frozen = None
+        # From the second prediction on, a Keras model runs on its engine (Keras' frozen graph is about 1.4x
+        # faster on a CPU than predict_on_batch; building an engine costs 3-25 s once, which a single cold
+        # prediction should not pay). See fracture.models.engines.
+        self._frozen: Engine | None = None
         self._predictions = 0
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
@@ -142,12 +152,18 @@ class Predictor:
 
     def _freeze(self) -> None:
         if isinstance(self.model, keras.Model):
-            self._frozen = frozen_inference(self.model)
+            name = choose_engine(self.runtime, self.model, self.expected_images, setting="runtime")
+            self._frozen = build_engine(self.model, name, reference_batch(self.image_size))
 
     @property
     def is_frozen(self) -> bool:
-        """Whether predictions run through the frozen inference function (after `warm_up` or a first call)."""
+        """Whether predictions run through the model's engine (after `warm_up` or a first call)."""
         return self._frozen is not None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine predictions run on once built (None before, and for an exported model)."""
+        return self._frozen
 
     def warm_up(self) -> None:
         """Freeze and compile now, so that the first real request runs at full speed (the service calls it)."""
@@ -200,10 +216,13 @@ def load_predictor(
     gradcam_layer: str | None = None,
     max_pixels: int | None = None,
     limits: ShapeLimits | None = DEFAULT_LIMITS,
+    runtime: str = "auto",
+    expected_images: int | None = None,
 ) -> Predictor:
-    """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction."""
+    """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction; a
+    `.keras` model runs on `runtime` (see `Predictor`), an exported one on ONNX Runtime."""
     if Path(ckpt_path).suffix.lower() == ".onnx":
         onnx = OnnxModel(Path(ckpt_path).expanduser())
         return Predictor(onnx, read_contract(ckpt_path), gradcam_layer, max_pixels, limits)
     model, metadata = load_checkpoint(ckpt_path, compile=False)
-    return Predictor(model, metadata, gradcam_layer, max_pixels, limits)
+    return Predictor(model, metadata, gradcam_layer, max_pixels, limits, runtime, expected_images)

@@ -40,6 +40,7 @@ from fracture.models.digest import model_digest
 ENGINES = ("keras", "onnxruntime", "openvino")
 AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, as measured (see the module)
 MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+CONVERTERS = {"tensorflow": "tf2onnx", "jax": "jax2onnx"}  # Keras' ONNX export on each backend
 CONVERT_MIN_IMAGES = 2000  # about where 25 s of conversion is won back on batches (4 ms an image)
 # An engine's outputs may differ from Keras' by at most this fraction of the largest Keras output: 2^-10, twice
 # float16's rounding step, so an engine moves a cached float16 feature by at most about one step. float32
@@ -75,7 +76,11 @@ class Engine:
 
 
 def installed(name: str) -> bool:
-    return name == "keras" or importlib.util.find_spec(MODULES[name]) is not None
+    """Whether engine `name` and the converter to ONNX for this Keras backend can be imported."""
+    if name == "keras":
+        return True
+    converter = CONVERTERS.get(keras.backend.backend())
+    return converter is not None and all(importlib.util.find_spec(module) for module in (MODULES[name], converter))
 
 
 def choose_engine(requested: str, model: keras.Model | None = None, images: int | None = None, setting="") -> str:
@@ -87,7 +92,10 @@ def choose_engine(requested: str, model: keras.Model | None = None, images: int 
     float32 = keras.config.dtype_policy().name == "float32" and (model is None or model.dtype_policy.name == "float32")
     if requested != "auto":
         if requested != "keras" and not installed(requested):
-            raise ConfigError(f"{setting}={requested} needs {requested}: pip install 'fracture[export]'.")
+            converter = CONVERTERS.get(keras.backend.backend(), "a Keras backend with an ONNX export")
+            raise ConfigError(
+                f"{setting}={requested} needs {requested} and {converter}: pip install 'fracture[export]'."
+            )
         if requested != "keras" and not float32:
             raise ConfigError(
                 f"{setting}={requested} runs float32 models only; use keras with a mixed precision policy."
@@ -109,7 +117,7 @@ def onnx_entry(model: keras.Model) -> tuple[Path, dict]:
 
 def onnx_model(model: keras.Model) -> Path:
     """`model` converted to ONNX: the stored conversion when it passes its check, else a new one, stored."""
-    from fracture.deployment.exporters import export_formats
+    from fracture.models.exporters import export_formats
 
     path, key = onnx_entry(model)
     if read_entry(path, key) is not None:

@@ -33,6 +33,7 @@ class ReplicaSpec:
     gradcam_layer: str | None = None
     max_batch_size: int = 8
     batch_wait_ms: float = 5.0
+    runtime: str = "auto"  # the inference engine (fracture.models.engines)
     backend: dict = field(default_factory=dict)
 
 
@@ -66,7 +67,7 @@ class FractureReplica:
         from fracture.models.checkpoint import checkpoint_id
 
         prepare_actor_backend(spec.backend)
-        predictor = load_predictor(spec.ckpt_path, spec.gradcam_layer, spec.settings.max_pixels)
+        predictor = load_predictor(spec.ckpt_path, spec.gradcam_layer, spec.settings.max_pixels, runtime=spec.runtime)
         predictor.warm_up()
         worker = RayBatchingWorker(ModelWorker(predictor), spec.max_batch_size, spec.batch_wait_ms)
         self._service = create_app(predictor, checkpoint_id(spec.ckpt_path), spec.settings, worker=worker)

@@ -28,7 +28,8 @@ from mlflow.types import ColSpec, Schema
 from PIL import Image
 
 from fracture.data.images import UnreadableImage, read_xray_bytes
-from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult, reference_batch
+from fracture.data.reference_images import reference_batch
+from fracture.deployment.parity import DEFAULT_TOLERANCE, ParityResult
 from fracture.errors import ExportError
 from fracture.inference.predictor import Prediction, Predictor, load_predictor
 from fracture.models.checkpoint import checkpoint_id, read_metadata

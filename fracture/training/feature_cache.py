@@ -41,7 +41,7 @@ import tensorflow as tf
 from fracture.cache_entry import read_entry, write_entry
 from fracture.console import console, progress_bar
 from fracture.data.pipeline import epoch_order, numpy_rows
-from fracture.deployment.parity import reference_batch
+from fracture.data.reference_images import reference_batch
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.digest import model_digest

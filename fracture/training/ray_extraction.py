@@ -31,7 +31,7 @@ class BackboneActor:
     """Holds one copy of the backbone and returns its frozen inference pass over batches."""
 
     def __init__(self, model_bytes: bytes, backend: dict, engine: str, images: int | None):
-        from fracture.deployment.parity import reference_batch
+        from fracture.data.reference_images import reference_batch
         from fracture.models.engines import build_engine, choose_engine
 
         prepare_actor_backend(backend)

@@ -1,0 +1,95 @@
+"""The inference engines side by side, in one process: set-up, extraction rate, warm latency and parity.
+
+For each engine of `fracture.models.engines` that is installed, on the benchmark's EfficientNetB3 (its weights as
+the benchmark loads them): the seconds to build it (converting to ONNX and compiling, or freezing), the
+backbone's rate over batches of the feature cache's size (`EXTRACT_BATCH`), the whole classifier's warm
+single-image latency, and the largest difference from Keras on the parity images
+(`fracture.data.reference_images`), for the backbone's features and the classifier's probabilities, with the
+bound `build_engine` enforces. OpenVINO in bfloat16 is
+measured too, as information only: it is not an engine fracture uses (its parity fails the float32 bound).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+
+BFLOAT16 = "openvino bfloat16"
+
+
+def processor_name() -> str:
+    """The CPU's model name, as `lscpu` shows it (`platform.processor()` on other systems)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
+def steady_img_s(run, batch: np.ndarray, calls: int) -> float:
+    """Images per second over `calls` calls of `run` on `batch`, after one call not counted."""
+    run(batch)
+    started = time.perf_counter()
+    for _ in range(calls):
+        run(batch)
+    return calls * len(batch) / (time.perf_counter() - started)
+
+
+def single_image_ms(run, image: np.ndarray, repeats: int) -> float:
+    """The median milliseconds of `run` on one image, after two calls not counted."""
+    for _ in range(2):
+        run(image)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(image)
+        times.append(time.perf_counter() - started)
+    return 1000.0 * float(np.median(times))
+
+
+def build(model, name: str):
+    """Engine `name` for `model`, or OpenVINO in bfloat16 (information only; see the module)."""
+    from fracture.models.engines import Engine, build_engine, onnx_model
+    from fracture.models.runtimes import openvino_runner
+
+    if name != BFLOAT16:
+        return build_engine(model, name)
+    return Engine(name, openvino_runner(onnx_model(model), precision="bf16"), 0.0)
+
+
+def measure_engines(classifier, calls: int, repeats: int) -> dict:
+    """{engine: figures} for the Keras `classifier` (see the module). Keras' row compares its frozen graph with
+    `predict_on_batch`."""
+    from fracture.data.reference_images import reference_batch
+    from fracture.models.engines import ENGINES, EngineMismatch, check_parity, installed
+    from fracture.training.feature_cache import EXTRACT_BATCH, split_at_head
+
+    backbone, _ = split_at_head(classifier)
+    size = classifier.input_shape[1]
+    parity_images = reference_batch(size)
+    batch = np.random.default_rng(0).uniform(0, 255, (EXTRACT_BATCH, size, size, 3)).astype(np.float32)
+    names = [name for name in ENGINES if installed(name)]
+    figures = {}
+    for name in [*names, BFLOAT16] if "openvino" in names else names:
+        result = {}
+        for part, model in (("backbone", backbone), ("classifier", classifier)):
+            began = time.perf_counter()
+            engine = build(model, name)
+            result[f"{part}_setup_s"] = time.perf_counter() - began
+            try:
+                check_parity(engine, model, parity_images)
+            except EngineMismatch:
+                pass  # the difference is recorded on the engine all the same; bfloat16 is expected to fail
+            result[f"{part}_parity_max_abs_difference"] = engine.max_abs_difference
+            result[f"{part}_parity_bound"] = engine.bound
+            if part == "backbone":
+                result["extraction_img_s"] = steady_img_s(engine, batch, calls)
+            else:
+                result["predict_warm_ms"] = single_image_ms(engine, batch[:1], repeats)
+        figures[name] = result
+    return figures

@@ -1,0 +1,62 @@
+"""The service under load, side by side in one run: the one-request-at-a-time service on Keras against batching
+and the fastest engine.
+
+Each configuration starts `python -m fracture.serve` on a free loopback port (`fracture.serving.loadtest`),
+sends one warm-up request per client, then `requests` uploads from `clients` concurrent clients, and stops
+it. Conversions to ONNX are stored under `cache_root`, a folder of this run, so the engine's start-up is the
+one a first start pays.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# (name, serve.runtime, serve.max_batch_size); the first is the service before batching and engines
+CONFIGURATIONS = [
+    ("one at a time, keras", "keras", 1),
+    ("batches of 8, keras", "keras", 8),
+    ("one at a time, auto engine", "auto", 1),
+    ("batches of 8, auto engine", "auto", 8),
+]
+
+
+def measure_service(
+    checkpoint: str, images: list[Path], backend: str, folder: Path, requests: int, clients: int
+) -> dict:
+    """{configuration: req/s, p50 and p95 ms, errors, and the engine the service logged}."""
+    from fracture.io import CACHE_DIR_VARIABLE
+    from fracture.serving.loadtest import run_load, serve_in_subprocess
+
+    figures = {}
+    previous = os.environ.get(CACHE_DIR_VARIABLE)
+    os.environ[CACHE_DIR_VARIABLE] = str(folder / "cache")  # the servers inherit it
+    try:
+        for name, runtime, batch_size in CONFIGURATIONS:
+            log = folder / f"serve-{runtime}-{batch_size}" / "server.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            overrides = (f"serve.runtime={runtime}", f"serve.max_batch_size={batch_size}")
+            with serve_in_subprocess(checkpoint, log, backend, timeout_s=300, overrides=overrides) as url:
+                run_load(url, images[:1], requests=clients, clients=clients)  # warm-up, not counted
+                report = run_load(url, images, requests=requests, clients=clients)
+            figures[name] = {
+                "req_s": report.requests / report.wall_s,
+                "p50_ms": report.p50_ms,
+                "p95_ms": report.p95_ms,
+                "errors": len(report.errors),
+                "engine": logged_engine(log),
+            }
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_DIR_VARIABLE, None)
+        else:
+            os.environ[CACHE_DIR_VARIABLE] = previous
+    return figures
+
+
+def logged_engine(log: Path) -> str:
+    """The engine named in the service's start-up line ("... with the openvino engine ...")."""
+    text = log.read_text()
+    marker = " with the "
+    start = text.find(marker)
+    return text[start + len(marker) :].split(" engine", 1)[0] if start >= 0 else "unknown"
