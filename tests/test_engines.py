@@ -11,7 +11,8 @@ from fracture.data.reference_images import reference_batch
 from fracture.errors import ConfigError
 from fracture.models import engines
 from fracture.models.engines import Engine, EngineMismatch, build_engine, check_parity, choose_engine, onnx_entry
-from fracture.training.feature_cache import FeatureCache, LocalBackbone, split_at_head
+from fracture.models.head import split_at_head
+from fracture.training.feature_cache import FeatureCache, LocalBackbone
 
 pytestmark = pytest.mark.backend
 

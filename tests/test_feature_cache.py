@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from fracture import FractureClassifier, FractureDataModule, Trainer
+from fracture.models.head import split_at_head
 from fracture.training import feature_cache as feature_cache_module
 from fracture.training.callbacks import ModelCheckpoint
-from fracture.training.feature_cache import FeatureCache, cache_decision, feature_batches, split_at_head
+from fracture.training.feature_cache import FeatureCache, cache_decision, feature_batches
 
 pytestmark = pytest.mark.backend
 

@@ -154,7 +154,8 @@ import keras
 import numpy as np
 from fracture import FractureClassifier, FractureDataModule
 from fracture.ray_cluster import RaySettings
-from fracture.training.feature_cache import FeatureCache, split_at_head
+from fracture.models.head import split_at_head
+from fracture.training.feature_cache import FeatureCache
 from fracture.training.ray_extraction import RayBackbones
 
 root, ray_dir, local_dir = sys.argv[1:4]

@@ -12,7 +12,8 @@ from fracture import FractureClassifier, FractureDataModule, Trainer
 from fracture.cache_entry import DamagedCacheEntry, read_entry, record_path, write_entry
 from fracture.data.audit import cached_audit
 from fracture.data.decoded import DecodedImages
-from fracture.training.feature_cache import FeatureCache, split_at_head
+from fracture.models.head import split_at_head
+from fracture.training.feature_cache import FeatureCache
 
 
 def truncate(path):

@@ -1,7 +1,7 @@
 """The inference engines side by side, in one process: set-up, extraction rate, warm latency and parity.
 
 For each engine of `fracture.models.engines` that is installed, on the benchmark's EfficientNetB3 (its weights as
-the benchmark loads them): the seconds to build it (converting to ONNX and compiling, or freezing), the
+the benchmark loads them): the seconds to build it (compiling, or freezing; converting to ONNX is timed once), the
 backbone's rate over batches of the feature cache's size (`EXTRACT_BATCH`), the whole classifier's warm
 single-image latency, and the largest difference from Keras on the parity images
 (`fracture.data.reference_images`), for the backbone's features and the classifier's probabilities, with the
@@ -62,18 +62,25 @@ def build(model, name: str):
     return Engine(name, openvino_runner(onnx_model(model), precision="bf16"), 0.0)
 
 
-def measure_engines(classifier, calls: int, repeats: int) -> dict:
-    """{engine: figures} for the Keras `classifier` (see the module). Keras' row compares its frozen graph with
+def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
+    """({engine: figures}, seconds converting the backbone and the classifier to ONNX) for the Keras
+    `classifier` (see the module). The conversion is timed once, before the engines that share it, so each
+    engine's set-up is its own compiling (or, for Keras, freezing). Keras' row compares its frozen graph with
     `predict_on_batch`."""
     from fracture.data.reference_images import reference_batch
-    from fracture.models.engines import ENGINES, EngineMismatch, check_parity, installed
-    from fracture.training.feature_cache import EXTRACT_BATCH, split_at_head
+    from fracture.models.engines import ENGINES, EngineMismatch, check_parity, installed, onnx_model
+    from fracture.models.head import split_at_head
+    from fracture.training.feature_cache import EXTRACT_BATCH
 
     backbone, _ = split_at_head(classifier)
     size = classifier.input_shape[1]
     parity_images = reference_batch(size)
     batch = np.random.default_rng(0).uniform(0, 255, (EXTRACT_BATCH, size, size, 3)).astype(np.float32)
     names = [name for name in ENGINES if installed(name)]
+    began = time.perf_counter()
+    for model in (backbone, classifier) if len(names) > 1 else ():
+        onnx_model(model)
+    conversion_s = time.perf_counter() - began
     figures = {}
     for name in [*names, BFLOAT16] if "openvino" in names else names:
         result = {}
@@ -92,4 +99,4 @@ def measure_engines(classifier, calls: int, repeats: int) -> dict:
             else:
                 result["predict_warm_ms"] = single_image_ms(engine, batch[:1], repeats)
         figures[name] = result
-    return figures
+    return figures, conversion_s

@@ -75,6 +75,9 @@ def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
             "",
         ),
     ]
+    if figures["onnx_conversion_s"]:
+        conversion = format_value(figures["onnx_conversion_s"], "s")
+        out.append(("    engines: converting backbone and classifier to ONNX, once", conversion, "", ""))
     return out + engine_rows(figures["engines"]) + service_rows(figures.get("service", {}))
 
 
@@ -104,7 +107,7 @@ def engine_rows(engines: dict) -> list[tuple[str, str, str, str]]:
                 "",
                 "within bound" if within else "over bound",
             ),
-            (f"engine {name}: set-up, backbone + classifier", format_value(setup, "s"), "", ""),
+            (f"engine {name}: compiling, backbone + classifier", format_value(setup, "s"), "", ""),
         ]
     return out
 

@@ -162,14 +162,18 @@ def backbone_rate(extractions: list[dict]) -> float:
 
 
 def scaled_extraction(extractions: list[dict], full: dict[str, int], used: dict[str, int]) -> float:
-    """Seconds to extract every split's features at the full counts. The backbone's first call is counted as
-    measured; its other calls go at the steady rate (`backbone_rate`) over all the splits; the rest (decoding,
-    augmentation, storing) scales with each split's image count."""
+    """Seconds to extract every split's features at the full counts. The backbone's first call and building its
+    engine are counted as measured; its other calls go at the steady rate (`backbone_rate`) over all the
+    splits; the rest (decoding, augmentation, storing) scales with each split's image count."""
     first_s, first_images = first_calls(extractions)
     full_images = extracted_images(extractions, full, used)
     forward = first_s + (full_images - first_images) / backbone_rate(extractions)
-    rest = sum((run["seconds"] - run["forward_s"]) * full[run["split"]] / used[run["split"]] for run in extractions)
-    return forward + rest
+    setup = sum(run["engine_setup_s"] for run in extractions)
+    rest = sum(
+        (run["seconds"] - run["forward_s"] - run["engine_setup_s"]) * full[run["split"]] / used[run["split"]]
+        for run in extractions
+    )
+    return forward + setup + rest
 
 
 def scaled_setup(fracture: dict, full: dict[str, int], used: dict[str, int]) -> float:
@@ -209,7 +213,8 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
         "backbone_img_s": backbone_rate(fracture["extractions"]),
         "extraction_engine": fracture["extractions"][0]["engine"],
         "predict_engine": fracture["predict_engine"],
-        "engines": fracture["engines"],
+        "engines": fracture.get("engines", {}),
+        "onnx_conversion_s": fracture.get("onnx_conversion_s"),
     }
 
 
@@ -254,6 +259,8 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
         folder = out_dir / backend
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**asdict(settings), "root": str(data_root), "image": image, "out_dir": str(folder)}
+        # The engines and the service on the first backend: ONNX Runtime and OpenVINO run the same ONNX either way.
+        spec["measure_engines"] = first = backend == settings.backends[0]
         if used != full:  # a subset: time at most the batches it has, after the warm-up one
             spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
@@ -261,7 +268,7 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
             figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder, spec)
         results[backend] = backend_figures(measured["fracture"], measured["port"], full, used, settings)
         results[backend]["images"] = {"full": full, "used": used}
-        if backend == settings.backends[0] and settings.service_requests:  # the service on the first backend
+        if first and settings.service_requests:
             results[backend]["service"] = service_figures(
                 measured["fracture"]["checkpoint"], listing, backend, folder, settings
             )

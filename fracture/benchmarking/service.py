@@ -9,6 +9,7 @@ one a first start pays.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def measure_service(
     from fracture.io import CACHE_DIR_VARIABLE
     from fracture.serving.loadtest import run_load, serve_in_subprocess
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     figures = {}
     previous = os.environ.get(CACHE_DIR_VARIABLE)
     os.environ[CACHE_DIR_VARIABLE] = str(folder / "cache")  # the servers inherit it

@@ -140,7 +140,10 @@ def measure_fracture(spec: dict) -> dict:
     result["predict_engine"] = predictor.engine.name
     result["checkpoint"] = str(checkpoint.best_path)
     result["matmul_gflops"] = matmul_gflops()
-    result["engines"] = measure_engines(recipe.model, spec["engine_batches"], spec["repeats"])
+    if spec["measure_engines"]:  # on the checkpoint's model, whose conversion the predictor stored above
+        result["engines"], result["onnx_conversion_s"] = measure_engines(
+            predictor.model, spec["engine_batches"], spec["repeats"]
+        )
     return result
 
 

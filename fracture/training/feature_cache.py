@@ -3,9 +3,9 @@
 A frozen base computes the same features every epoch, and on a CPU it is almost all of the training step's
 cost. The cache runs the backbone once per image and augmented view (`views`; view 0 is the un-augmented
 image), stores its output maps averaged over space (the head's GlobalAveragePooling2D, moved to the
-backbone's side; see `split_at_head`) as float16, and each epoch trains the head on one randomly drawn view
-per image. The head is a second Keras model made of the *same* layer objects as the whole model, so
-training it trains the whole model's head; the whole model is what gets saved.
+backbone's side; see `fracture.models.head.split_at_head`) as float16, and each epoch trains the head on one
+randomly drawn view per image. The head is a second Keras model made of the *same* layer objects as the whole
+model, so training it trains the whole model's head; the whole model is what gets saved.
 
 Entries are keyed by the files' content, their order, the image size, the augmentation and seed (when views
 are augmented), the backbone's weights and configuration and the dtype policy: any change makes a new entry.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -46,7 +45,6 @@ from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.digest import model_digest
 from fracture.models.engines import Engine, build_engine, choose_engine
-from fracture.models.head import HEAD_PREFIX
 from fracture.training.distributed import gather_shards, on_this_process, outside_distribution
 
 CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
@@ -54,39 +52,6 @@ FEATURE_DTYPE = np.float16
 # Images per backbone call while extracting: measured on a 2-core CPU (EfficientNetB3, 224 px), 32 ran at
 # 28 img/s against 24 for 16 and 27 for 64.
 EXTRACT_BATCH = 32
-
-
-def split_at_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(backbone, head) models that share `model`'s layers, split at the head's global average pooling.
-
-    The backbone maps images to pooled features, the head maps those to the output. The head is the chain of
-    `head_`-prefixed layers, which must start with GlobalAveragePooling2D, or GaussianNoise and then that
-    pooling (the notebook's head). That noise is added to the maps before they are averaged; the average of
-    h*w independent N(0, s^2) draws is N(0, s^2 / (h*w)), so the head model adds noise of that spread to the
-    pooled features instead: the same distribution, from h*w times fewer random numbers, and h*w times less
-    to store and read (49 times for EfficientNetB3 at 224 px).
-    """
-    head_layers = [layer for layer in model.layers if layer.name.startswith(HEAD_PREFIX)]
-    noise = next((layer for layer in head_layers[:1] if isinstance(layer, keras.layers.GaussianNoise)), None)
-    start = 0 if noise is None else 1
-    pool = head_layers[start] if len(head_layers) > start else None
-    pools_flat = isinstance(pool, keras.layers.GlobalAveragePooling2D) and not pool.keepdims
-    if not pools_flat or pool.data_format != "channels_last":
-        raise ValueError(
-            f"{model.name}'s head must start with GlobalAveragePooling2D (after an optional GaussianNoise) "
-            "to train on cached features; set trainer.feature_cache=false."
-        )
-    maps = head_layers[0].input
-    height, width, channels = maps.shape[1:]
-    pooled = keras.layers.GlobalAveragePooling2D(name="backbone_pool")(maps)
-    backbone = keras.Model(model.inputs, pooled, name="fracture_backbone")
-    x = inputs = keras.Input((channels,), name="features")
-    if noise is not None:
-        spread = noise.stddev / math.sqrt(height * width)
-        x = keras.layers.GaussianNoise(spread, seed=noise.seed, name="pooled_noise")(x)
-    for layer in head_layers[start + 1 :]:
-        x = layer(x)
-    return backbone, keras.Model(inputs, x, name="fracture_head")
 
 
 def file_digest(path: str) -> str:
@@ -128,22 +93,26 @@ class LocalBackbone:
         self.requested = engine
         self.built: Engine | None = None
         self._for: keras.Model | None = None  # the backbone `built` runs
+        self._built_now = False
 
     def run(
         self, backbone: keras.Model, batches: Iterator[np.ndarray], images: int | None = None
     ) -> Iterator[tuple[np.ndarray, float]]:
         """(features, seconds in the backbone) for each batch, in order; `images` is how many will come."""
+        self._built_now = False
         for batch in batches:
             with outside_distribution():  # each training process runs its own copy on its own shard
                 if self._for is not backbone:
                     self.built, self._for = self._build(on_this_process(backbone), images), backbone
+                    self._built_now = True
                 called = time.perf_counter()
                 features = self.built(batch)
             yield features, time.perf_counter() - called
 
     def report(self) -> dict:
-        """The engine that ran the last extraction: its name, set-up time and parity with Keras."""
-        return self.built.report()
+        """The engine that ran the last extraction: its name, parity with Keras, and its set-up time if this
+        extraction built it (0 when it reused the engine of an earlier split)."""
+        return {**self.built.report(), "engine_setup_s": self.built.setup_s if self._built_now else 0.0}
 
     def _build(self, backbone: keras.Model, images: int | None) -> Engine:
         # Several training processes may convert the same backbone at once: each stores a whole file.

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from fracture.console import console
 from fracture.models.classifier import FractureClassifier
-from fracture.training.feature_cache import FeatureCache, cache_decision, split_at_head
+from fracture.models.head import split_at_head
+from fracture.training.feature_cache import FeatureCache, cache_decision
 
 
 @dataclass
