@@ -76,8 +76,11 @@ def test_an_engine_off_by_one_percent_fails_its_parity_check():
 
 def test_auto_follows_its_rule(cache_root, monkeypatch):
     model = tiny_model()
-    assert choose_engine("auto", model) == "openvino"  # unbounded (a service): the fastest installed
-    assert choose_engine("auto", model, images=engines.CONVERT_MIN_IMAGES) == "openvino"
+    if keras.backend.backend() == "tensorflow":
+        assert choose_engine("auto", model) == "openvino"  # unbounded (a service): the fastest installed
+        assert choose_engine("auto", model, images=engines.CONVERT_MIN_IMAGES) == "openvino"
+    else:  # jax2onnx is too slow to convert by default
+        assert choose_engine("auto", model) == "keras"
     assert choose_engine("auto", model, images=10) == "keras"  # too few images to pay for converting
     build_engine(model, "openvino")
     assert choose_engine("auto", model, images=10) == "openvino"  # already converted: nothing to pay

@@ -11,12 +11,32 @@ measured too, as information only: it is not an engine fracture uses (its parity
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
 BFLOAT16 = "openvino bfloat16"
+
+
+@contextlib.contextmanager
+def cache_root_at(folder: Path):
+    """fracture's cache root at `folder` for the block (and for processes started in it): in a new folder,
+    conversions that the run stored before (the recipe's backbone) are made, and timed, again."""
+    from fracture.io import CACHE_DIR_VARIABLE
+
+    previous = os.environ.get(CACHE_DIR_VARIABLE)
+    os.environ[CACHE_DIR_VARIABLE] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_DIR_VARIABLE, None)
+        else:
+            os.environ[CACHE_DIR_VARIABLE] = previous
 
 
 def processor_name() -> str:
@@ -79,7 +99,7 @@ def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
     names = [name for name in ENGINES if installed(name)]
     began = time.perf_counter()
     for model in (backbone, classifier) if len(names) > 1 else ():
-        onnx_model(model)
+        onnx_model(model)  # into the cache root (the worker's, in its run folder; see `fresh_cache_root`)
     conversion_s = time.perf_counter() - began
     figures = {}
     for name in [*names, BFLOAT16] if "openvino" in names else names:

@@ -42,6 +42,7 @@ class BenchSettings:
     engine_batches: int = 10  # batches of 32 timed per inference engine (after one not counted)
     service_requests: int = 200  # uploads per service configuration (`service.CONFIGURATIONS`); 0: no service rows
     service_clients: int = 8
+    service_configurations: list[str] | None = None  # names of `service.CONFIGURATIONS`; None: all
     image_size: int = 224
     weights: str | None = "imagenet"
     seed: int = 42
@@ -287,4 +288,12 @@ def service_figures(checkpoint: str, listing: dict, backend: str, folder: Path, 
 
     console.print(f"bench: the service under load on {backend} ...")
     images = sorted(path for paths in listing["val"].values() for path in paths)[:32]
-    return measure_service(checkpoint, images, backend, folder, settings.service_requests, settings.service_clients)
+    return measure_service(
+        checkpoint,
+        images,
+        backend,
+        folder,
+        settings.service_requests,
+        settings.service_clients,
+        settings.service_configurations,
+    )

@@ -10,7 +10,6 @@ one a first start pays.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 # (name, serve.runtime, serve.max_batch_size); the first is the service before batching and engines
@@ -23,18 +22,25 @@ CONFIGURATIONS = [
 
 
 def measure_service(
-    checkpoint: str, images: list[Path], backend: str, folder: Path, requests: int, clients: int
+    checkpoint: str,
+    images: list[Path],
+    backend: str,
+    folder: Path,
+    requests: int,
+    clients: int,
+    configurations: list[str] | None = None,
 ) -> dict:
-    """{configuration: req/s, p50 and p95 ms, errors, and the engine the service logged}."""
-    from fracture.io import CACHE_DIR_VARIABLE
+    """{configuration: req/s, p50 and p95 ms, errors, and the engine the service logged}, for the named
+    `configurations` of `CONFIGURATIONS` (None: all of them)."""
+    from fracture.benchmarking.engines import cache_root_at
     from fracture.serving.loadtest import run_load, serve_in_subprocess
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     figures = {}
-    previous = os.environ.get(CACHE_DIR_VARIABLE)
-    os.environ[CACHE_DIR_VARIABLE] = str(folder / "cache")  # the servers inherit it
-    try:
+    with cache_root_at(folder / "cache"):  # the servers inherit it
         for name, runtime, batch_size in CONFIGURATIONS:
+            if configurations is not None and name not in configurations:
+                continue
             log = folder / f"serve-{runtime}-{batch_size}" / "server.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             overrides = (f"serve.runtime={runtime}", f"serve.max_batch_size={batch_size}")
@@ -48,11 +54,6 @@ def measure_service(
                 "errors": len(report.errors),
                 "engine": logged_engine(log),
             }
-    finally:
-        if previous is None:
-            os.environ.pop(CACHE_DIR_VARIABLE, None)
-        else:
-            os.environ[CACHE_DIR_VARIABLE] = previous
     return figures
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fracture.benchmarking import port
-from fracture.benchmarking.engines import measure_engines
+from fracture.benchmarking.engines import cache_root_at, measure_engines
 from fracture.benchmarking.timing import LoopTimer, matmul_gflops, median_ms, rate
 from fracture.io import CACHE_DIR_VARIABLE
 
@@ -131,6 +131,11 @@ def measure_fracture(spec: dict) -> dict:
     result.update(recipe_s=time.time() - start, extractions=trainer.features.extractions, **epoch_figures(epochs))
 
     predictor = load_predictor(checkpoint.best_path)
+    if spec["measure_engines"]:
+        with cache_root_at(Path(spec["out_dir"]) / "engines-cache"):
+            result["engines"], result["onnx_conversion_s"] = measure_engines(
+                predictor.model, spec["engine_batches"], spec["repeats"]
+            )
     predictor.warm_up()  # on its engine, as the service runs it; serves the val AUROC and the warm prediction
     scores = predict_full_batches(
         predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
@@ -140,10 +145,6 @@ def measure_fracture(spec: dict) -> dict:
     result["predict_engine"] = predictor.engine.name
     result["checkpoint"] = str(checkpoint.best_path)
     result["matmul_gflops"] = matmul_gflops()
-    if spec["measure_engines"]:  # on the checkpoint's model, whose conversion the predictor stored above
-        result["engines"], result["onnx_conversion_s"] = measure_engines(
-            predictor.model, spec["engine_batches"], spec["repeats"]
-        )
     return result
 
 

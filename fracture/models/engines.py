@@ -11,9 +11,10 @@ inference, so they may run on whichever engine is fastest here, as long as the o
 Every engine other than Keras is checked when built: its outputs on a parity batch must stay within
 `PARITY_RELATIVE` of the largest Keras output, or the build fails with `EngineMismatch` (see `check_parity`).
 
-`auto` picks OpenVINO, else ONNX Runtime, else Keras, with two exceptions where converting costs more than it
-saves: a model whose precision policy is not float32 (the converted models are float32) stays on Keras, and so
-does a job of fewer than `CONVERT_MIN_IMAGES` images when no converted model is stored yet. Measured on a
+`auto` picks OpenVINO, else ONNX Runtime, else Keras, with three exceptions where converting costs more than it
+saves: a model whose precision policy is not float32 (the converted models are float32) stays on Keras; and
+so, when no converted model is stored yet, does a model on JAX (jax2onnx took 2.5 minutes for EfficientNetB3)
+and a job of fewer than `CONVERT_MIN_IMAGES` images. Measured on a
 2-core AMD EPYC for EfficientNetB3 at 224 px (`benchmarks/engines.py`): converting takes about 25 s once;
 batches of 32 run at 38 img/s on Keras' frozen graph, 44 on ONNX Runtime, 45 on OpenVINO; one image takes
 about 50, 34 and 22 ms.
@@ -103,8 +104,12 @@ def choose_engine(requested: str, model: keras.Model | None = None, images: int 
         return requested
     if not float32:
         return "keras"
+    # jax2onnx took 2.5 minutes for EfficientNetB3 here, and JAX's predict is already one compiled program.
+    stored = model is not None and onnx_entry(model)[0].exists()
+    if keras.backend.backend() != "tensorflow" and not stored:
+        return "keras"
     small = images is not None and images < CONVERT_MIN_IMAGES
-    if small and not (model is not None and onnx_entry(model)[0].exists()):
+    if small and not stored:
         return "keras"
     return next((name for name in AUTO_ORDER if installed(name)), "keras")
 
@@ -124,7 +129,13 @@ def onnx_model(model: keras.Model) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as folder, write_entry(path, key) as staging:
-        shutil.move(export_formats(model, ["onnx"], folder)["onnx"], staging)
+        exported = export_formats(model, ["onnx"], folder)["onnx"]
+        if len(list(Path(folder).iterdir())) > 1:  # jax2onnx keeps large weights in a file beside it: join them
+            import onnx
+
+            onnx.save_model(onnx.load(str(exported)), str(staging))
+        else:
+            shutil.move(exported, staging)
     return path
 
 
