@@ -39,7 +39,7 @@ class BenchSettings:
     port_epochs: int = 1
     views: int = 2
     repeats: int = 30
-    engine_batches: int = 10  # batches of 32 timed per inference engine (after one not counted)
+    engine_batches: int = 10  # batches of 32 timed per inference engine (after one not counted); 0: no engine rows
     service_requests: int = 200  # uploads per service configuration (`service.CONFIGURATIONS`); 0: no service rows
     service_clients: int = 8
     service_configurations: list[str] | None = None  # names of `service.CONFIGURATIONS`; None: all
@@ -261,7 +261,8 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**asdict(settings), "root": str(data_root), "image": image, "out_dir": str(folder)}
         # The engines and the service on the first backend: ONNX Runtime and OpenVINO run the same ONNX either way.
-        spec["measure_engines"] = first = backend == settings.backends[0]
+        first = backend == settings.backends[0]
+        spec["measure_engines"] = first and settings.engine_batches > 0
         if used != full:  # a subset: time at most the batches it has, after the warm-up one
             spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}

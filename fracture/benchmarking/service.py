@@ -3,8 +3,9 @@ and the fastest engine.
 
 Each configuration starts `python -m fracture.serve` on a free loopback port (`fracture.serving.loadtest`),
 sends one warm-up request per client, then `requests` uploads from `clients` concurrent clients, and stops
-it. Conversions to ONNX are stored under `cache_root`, a folder of this run, so the engine's start-up is the
-one a first start pays.
+it. The servers' cache root is the benchmark worker's `engines-cache/` in this run's folder, so those on the
+`auto` engine load the checkpoint's conversion stored there (what a second start does) instead of converting
+it again; the figures are taken after start-up either way.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def measure_service(
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     figures = {}
-    with cache_root_at(folder / "cache"):  # the servers inherit it
+    with cache_root_at(folder / "engines-cache"):  # the worker's: the servers inherit it and load its conversion
         for name, runtime, batch_size in CONFIGURATIONS:
             if configurations is not None and name not in configurations:
                 continue

@@ -43,9 +43,10 @@ AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, as measured (see the 
 MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 CONVERTERS = {"tensorflow": "tf2onnx", "jax": "jax2onnx"}  # Keras' ONNX export on each backend
 CONVERT_MIN_IMAGES = 2000  # about where 25 s of conversion is won back on batches (4 ms an image)
-# An engine's outputs may differ from Keras' by at most this fraction of the largest Keras output: 2^-10, twice
-# float16's rounding step, so an engine moves a cached float16 feature by at most about one step. float32
-# reordering gives about 1e-6 of it (5e-7 measured); bfloat16 (8 bits of mantissa) gives about 1e-2 and fails.
+# An engine's outputs may differ from Keras' by at most this fraction of the largest Keras output: 2^-10,
+# float16's relative spacing, so an engine moves a cached float16 feature by at most about one step. float32
+# engines that reorder sums differ by about 5e-7 of the largest output (measured); bfloat16 (8 bits of
+# mantissa) by about 1e-2, which fails.
 PARITY_RELATIVE = 2.0**-10
 ONNX_FORMAT = "fracture-onnx/1"
 
