@@ -14,7 +14,10 @@ record written beside it (`fracture.cache_entry`): a damaged entry is discarded 
 folder they live in memory for this process only.
 
 The backbone's passes run here (`LocalBackbone`) or on Ray actors (`trainer.feature_cache_engine=ray`,
-`fracture.training.ray_extraction`), with the same images, key and entry either way.
+`fracture.training.ray_extraction`), with the same images, key and entry either way, on the inference engine of
+`trainer.extraction_engine` (Keras' frozen graph, ONNX Runtime or OpenVINO: `fracture.models.engines`), which is
+checked against Keras when built. The engine is not part of the key: every engine's features agree within
+2^-10 of the largest, about one float16 step.
 
 Two differences from the uncached path, on purpose: the backbone runs in inference mode, so EfficientNet's
 stochastic-depth dropout inside a frozen base is off (as Keras' transfer-learning guide advises for a

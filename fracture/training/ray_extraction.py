@@ -28,7 +28,7 @@ IN_FLIGHT_PER_ACTOR = 2  # one batch computing, one waiting: the actors never id
 
 
 class BackboneActor:
-    """Holds one copy of the backbone and returns its frozen inference pass over batches."""
+    """Holds one copy of the backbone on its inference engine and returns its features for batches."""
 
     def __init__(self, model_bytes: bytes, backend: dict, engine: str, images: int | None):
         from fracture.data.reference_images import reference_batch
