@@ -1,13 +1,15 @@
 """fracture on a GPU with JAX and without TensorFlow: speeds, matmul fractions, and a checkpoint to bring back.
 
 For a machine that has JAX with CUDA, but neither TensorFlow nor network access, where only small pure-Python
-wheels can be brought along (fracture itself, Keras, and what `fracture.models` imports: numpy, h5py, Pillow;
-Hydra is not needed). It uses what runs without TensorFlow: the classifier, its loss and metrics, and
-checkpoints (`fracture.models`), fed from arrays in memory. What it does not use, because it needs TensorFlow:
-the data module (its `tf.data` stream, the decode cache), the `Trainer` with the feature cache, evaluation,
-and export. Run it there with
+wheels can be brought along: it imports JAX, numpy, Keras with its own dependencies, and fracture's `models`
+package, which imports nothing beyond Keras (Hydra is not needed). It uses what runs without TensorFlow: the
+classifier, its loss and metrics, and checkpoints (`fracture.models`), fed from arrays in memory. What it does
+not use, because it needs TensorFlow: the data module (its `tf.data` stream, the decode cache), the `Trainer`
+with the feature cache, evaluation, and export. Run it there with
 
-    KERAS_BACKEND=jax python benchmarks/gpu_check.py --out gpu_check        # about 3-6 minutes
+    KERAS_BACKEND=jax python benchmarks/gpu_check.py --out gpu_check
+
+(not yet timed on a GPU: each figure is `--calls` timed calls after two untimed ones, which compile).
 
 For each precision policy (float32, mixed_float16, mixed_bfloat16) on EfficientNetB3 (random weights, the
 notebook's head, base frozen) it times: a training step with the frozen base (uncached), a step of the head

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from predict_latency import random_checkpoint
 
+from fracture.benchmarking.loadtest import run_load, serve_in_subprocess
 from fracture.data.images import expand_inputs
-from fracture.serving.loadtest import run_load, serve_in_subprocess
 
 
 def processor() -> str:

@@ -36,8 +36,10 @@ OPTIONAL_SUBPACKAGES = {
     "fracture/serving/ray_serve.py": "ray",
     "fracture/training/distributed.py": "distributed",  # submitit, read only inside a submitit job
     "fracture/serving": "serve",
+    "fracture/benchmarking/loadtest.py": "serve",  # httpx, the load test's client
     "fracture/deployment": "export",
     "fracture/models/runtimes.py": "export",
+    "fracture/models/engines.py": "export",  # onnx, to join jax2onnx's external weights into one file
     "fracture/data/tables.py": "tables",  # pyarrow, for Parquet label tables only
     "fracture/tracking": "mlflow",  # imported only for logger=mlflow and format=mlflow
 }

@@ -19,8 +19,8 @@ import pytest
 from conftest import REAL_DATA
 from PIL import Image
 
+from fracture.benchmarking.loadtest import run_load, serve_in_subprocess
 from fracture.data.synthetic import render_bone
-from fracture.serving.loadtest import run_load, serve_in_subprocess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

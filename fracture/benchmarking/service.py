@@ -1,7 +1,7 @@
 """The service under load, side by side in one run: the one-request-at-a-time service on Keras against batching
 and the fastest engine.
 
-Each configuration starts `python -m fracture.serve` on a free loopback port (`fracture.serving.loadtest`),
+Each configuration starts `python -m fracture.serve` on a free loopback port (`loadtest`),
 sends one warm-up request per client, then `requests` uploads from `clients` concurrent clients, and stops
 it. The servers' cache root is the benchmark worker's `engines-cache/` in this run's folder, so those on the
 `auto` engine load the checkpoint's conversion stored there (what a second start does) instead of converting
@@ -34,7 +34,7 @@ def measure_service(
     """{configuration: req/s, p50 and p95 ms, errors, and the engine the service logged}, for the named
     `configurations` of `CONFIGURATIONS` (None: all of them)."""
     from fracture.benchmarking.engines import cache_root_at
-    from fracture.serving.loadtest import run_load, serve_in_subprocess
+    from fracture.benchmarking.loadtest import run_load, serve_in_subprocess
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     figures = {}

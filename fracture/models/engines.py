@@ -14,10 +14,10 @@ Every engine other than Keras is checked when built: its outputs on a parity bat
 `auto` picks OpenVINO, else ONNX Runtime, else Keras, with three exceptions where converting costs more than it
 saves: a model whose precision policy is not float32 (the converted models are float32) stays on Keras; and
 so, when no converted model is stored yet, does a model on JAX (jax2onnx took 2.5 minutes for EfficientNetB3)
-and a job of fewer than `CONVERT_MIN_IMAGES` images. Measured on a
-2-core AMD EPYC for EfficientNetB3 at 224 px (`benchmarks/engines.py`): converting takes about 25 s once;
-batches of 32 run at 38 img/s on Keras' frozen graph, 44 on ONNX Runtime, 45 on OpenVINO; one image takes
-about 50, 34 and 22 ms.
+and a job of fewer than `CONVERT_MIN_IMAGES` images. Measured side by side on a 2-core AMD EPYC for
+EfficientNetB3 at 224 px (`python -m fracture.bench`, 2026-12-02): converting the backbone and the classifier
+took 51 s once; batches of 32 ran at 37.0 img/s on Keras' frozen graph, 37.7 on ONNX Runtime and 46.6 on
+OpenVINO; one image took 54.3, 24.8 and 20.6 ms.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A bounded load test of a service: `serve_in_subprocess` starts `python -m fracture.serve` on a loopback
 port, and `run_load` sends it N requests from C concurrent clients and reports latency percentiles.
 
-Used by `tests/test_serve_browser.py` and `benchmarks/serve_load.py`. Point it only at a service of your own;
+Used by the benchmark's service rows (`fracture.benchmarking.service`, which `benchmarks/serve_load.py` runs
+alone), `benchmarks/ray_scaling.py` and `tests/test_serve_browser.py`. Point it only at a service of your own;
 it sends exactly `requests` requests and stops.
 """
 
