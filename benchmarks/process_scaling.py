@@ -17,22 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from fracture.benchmarking.machine import processor_name
+
 HERE = Path(__file__).resolve()
 MODES = {"frozen-base step": False, "head over cached features": True}
-
-
-def processor() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
-    return platform.processor()
 
 
 def worker(args) -> None:
@@ -132,7 +126,7 @@ def main() -> None:
 
     cpus = os.cpu_count() or 1
     threads = max(1, cpus // args.processes)
-    print(f"processor: {processor()}; global batch {args.batch_size}, {args.image_size} px, EfficientNetB3 (JAX)")
+    print(f"processor: {processor_name()}; global batch {args.batch_size}, {args.image_size} px, EfficientNetB3 (JAX)")
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -146,7 +140,7 @@ def main() -> None:
                 f"{mode:27s} 1 process x {cpus} threads: {one['img_per_s']:8.1f} img/s | "
                 f"{args.processes} processes x {threads} thread(s): {many['img_per_s']:8.1f} img/s | ratio {ratio:.2f}"
             )
-    report = {"processor": processor(), "batch_size": args.batch_size, "image_size": args.image_size, "rows": rows}
+    report = {"processor": processor_name(), "batch_size": args.batch_size, "image_size": args.image_size, "rows": rows}
     args.out.write_text(json.dumps(report, indent=2))
     print(f"written: {args.out}")
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,14 +28,8 @@ from pathlib import Path
 from predict_latency import random_checkpoint
 
 from fracture.benchmarking.loadtest import run_load, serve_in_subprocess
+from fracture.benchmarking.machine import processor_name
 from fracture.data.images import expand_inputs
-
-
-def processor() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
-    return platform.processor()
 
 
 def link_files(images: list[Path], folder: Path) -> Path:
@@ -85,7 +77,7 @@ def main() -> None:
     if not found:
         raise SystemExit(f"no images in {args.images}")
     images = [found[index % len(found)] for index in range(args.files)]
-    figures: dict = {"processor": processor(), "files": len(images), "image_size": args.image_size}
+    figures: dict = {"processor": processor_name(), "files": len(images), "image_size": args.image_size}
     print(f"{figures['processor']}; EfficientNetB3 at {args.image_size} px, random weights")
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

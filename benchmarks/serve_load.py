@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from fracture.benchmarking.engines import processor_name
+from fracture.benchmarking.machine import processor_name
 from fracture.benchmarking.service import measure_service
 from fracture.data.images import expand_inputs
 

@@ -5,15 +5,14 @@ the benchmark loads them): the seconds to build it (compiling, or freezing; conv
 backbone's rate over batches of the feature cache's size (`EXTRACT_BATCH`), the whole classifier's warm
 single-image latency, and the largest difference from Keras on the parity images
 (`fracture.data.reference_images`), for the backbone's features and the classifier's probabilities, with the
-bound `build_engine` enforces. OpenVINO in bfloat16 is
-measured too, as information only: it is not an engine fracture uses (its parity fails the float32 bound).
+bound `build_engine` enforces. OpenVINO in bfloat16 is measured too, as information only: it is not an engine
+fracture uses (its parity fails the float32 bound).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -37,18 +36,6 @@ def cache_root_at(folder: Path):
             os.environ.pop(CACHE_DIR_VARIABLE, None)
         else:
             os.environ[CACHE_DIR_VARIABLE] = previous
-
-
-def processor_name() -> str:
-    """The CPU's model name, as `lscpu` shows it (`platform.processor()` on other systems)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown processor"
 
 
 def steady_img_s(run, batch: np.ndarray, calls: int) -> float:
@@ -99,7 +86,7 @@ def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
     names = [name for name in ENGINES if installed(name)]
     began = time.perf_counter()
     for model in (backbone, classifier) if len(names) > 1 else ():
-        onnx_model(model)  # into the cache root (the worker's, in its run folder; see `fresh_cache_root`)
+        onnx_model(model)  # into the cache root (the worker's, in its run folder; see `cache_root_at`)
     conversion_s = time.perf_counter() - began
     figures = {}
     for name in [*names, BFLOAT16] if "openvino" in names else names:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fracture.benchmarking.engines import processor_name
+from fracture.benchmarking.machine import processor_name
 from fracture.io import write_json_atomic, write_text_atomic
 
 EFFICIENTNET_B3_GFLOP = 1.98  # per 224 px image, forward; scaled by pixel count for other sizes

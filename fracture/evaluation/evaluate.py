@@ -18,7 +18,6 @@ from sklearn.metrics import brier_score_loss
 
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
-from fracture.data.reference_images import reference_batch
 from fracture.errors import ConfigError
 from fracture.evaluation import plots
 from fracture.evaluation.calibration import evidence, fit_calibration
@@ -36,7 +35,7 @@ from fracture.evaluation.threshold import choose_threshold, threshold_rule
 from fracture.io import write_text_atomic
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint, update_metadata
-from fracture.models.engines import Engine, build_engine, choose_engine
+from fracture.models.engines import Engine, choose_engine, engine_for
 from fracture.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -113,8 +112,7 @@ class Evaluator:
     def engine(self, images: int) -> Engine:
         """The engine predictions run on, built on first use for a job of `images` images."""
         if self._engine is None:
-            name = choose_engine(self.runtime, self.model, images, setting="eval.runtime")
-            self._engine = build_engine(self.model, name, reference_batch(self.datamodule.image_size))
+            self._engine = engine_for(self.model, self.runtime, images, setting="eval.runtime")
         return self._engine
 
     def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

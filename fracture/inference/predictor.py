@@ -22,14 +22,13 @@ from PIL import Image
 from fracture.data.geometry import DEFAULT_LIMITS, ShapeLimits
 from fracture.data.images import UnreadableImage, read_xray
 from fracture.data.pipeline import resize_image
-from fracture.data.reference_images import reference_batch
 from fracture.errors import CheckpointError
 from fracture.inference.overlay import prediction_panel
 from fracture.models.backbones import LAST_CONV_LAYER
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint
 from fracture.models.contract import read_contract
-from fracture.models.engines import Engine, build_engine, choose_engine
+from fracture.models.engines import Engine, choose_engine, engine_for
 from fracture.models.gradcam import GradCAM
 from fracture.models.runtimes import OnnxModel
 
@@ -152,8 +151,7 @@ class Predictor:
 
     def _freeze(self) -> None:
         if isinstance(self.model, keras.Model):
-            name = choose_engine(self.runtime, self.model, self.expected_images, setting="runtime")
-            self._frozen = build_engine(self.model, name, reference_batch(self.image_size))
+            self._frozen = engine_for(self.model, self.runtime, self.expected_images, setting="runtime")
 
     @property
     def is_frozen(self) -> bool:

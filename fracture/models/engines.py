@@ -40,7 +40,6 @@ from fracture.models.digest import model_digest
 
 ENGINES = ("keras", "onnxruntime", "openvino")
 AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, as measured (see the module)
-MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 CONVERTERS = {"tensorflow": "tf2onnx", "jax": "jax2onnx"}  # Keras' ONNX export on each backend
 CONVERT_MIN_IMAGES = 2000  # about where 25 s of conversion is won back on batches (4 ms an image)
 # An engine's outputs may differ from Keras' by at most this fraction of the largest Keras output: 2^-10,
@@ -82,7 +81,7 @@ def installed(name: str) -> bool:
     if name == "keras":
         return True
     converter = CONVERTERS.get(keras.backend.backend())
-    return converter is not None and all(importlib.util.find_spec(module) for module in (MODULES[name], converter))
+    return converter is not None and all(importlib.util.find_spec(module) for module in (name, converter))
 
 
 def choose_engine(requested: str, model: keras.Model | None = None, images: int | None = None, setting="") -> str:
@@ -105,12 +104,11 @@ def choose_engine(requested: str, model: keras.Model | None = None, images: int 
         return requested
     if not float32:
         return "keras"
-    # jax2onnx took 2.5 minutes for EfficientNetB3 here, and JAX's predict is already one compiled program.
-    stored = model is not None and onnx_entry(model)[0].exists()
-    if keras.backend.backend() != "tensorflow" and not stored:
-        return "keras"
+    # Converting costs more than it saves on JAX (jax2onnx took 2.5 minutes for EfficientNetB3 here, and JAX's
+    # predict is already one compiled program) and for a small job, unless the conversion is already stored.
+    on_jax = keras.backend.backend() != "tensorflow"
     small = images is not None and images < CONVERT_MIN_IMAGES
-    if small and not stored:
+    if (on_jax or small) and not (model is not None and onnx_entry(model)[0].exists()):
         return "keras"
     return next((name for name in AUTO_ORDER if installed(name)), "keras")
 
@@ -154,6 +152,15 @@ def build_engine(model: keras.Model, name: str, parity_batch: np.ndarray | None 
     if parity_batch is not None:
         check_parity(engine, model, parity_batch)
     return engine
+
+
+def engine_for(model: keras.Model, requested: str, images: int | None = None, setting: str = "") -> Engine:
+    """The engine `choose_engine` picks for `model` and a job of `images` images, built and checked on the
+    parity images (`fracture.data.reference_images`)."""
+    from fracture.data.reference_images import reference_batch  # TensorFlow's resize: not at import time
+
+    name = choose_engine(requested, model, images, setting)
+    return build_engine(model, name, reference_batch(model.input_shape[1]))
 
 
 def check_parity(engine: Engine, model: keras.Model, batch: np.ndarray) -> Engine:

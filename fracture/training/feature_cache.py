@@ -43,11 +43,10 @@ import tensorflow as tf
 from fracture.cache_entry import read_entry, write_entry
 from fracture.console import console, progress_bar
 from fracture.data.pipeline import epoch_order, numpy_rows
-from fracture.data.reference_images import reference_batch
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.digest import model_digest
-from fracture.models.engines import Engine, build_engine, choose_engine
+from fracture.models.engines import Engine, choose_engine, engine_for
 from fracture.training.distributed import gather_shards, on_this_process, outside_distribution
 
 CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
@@ -106,8 +105,10 @@ class LocalBackbone:
         for batch in batches:
             with outside_distribution():  # each training process runs its own copy on its own shard
                 if self._for is not backbone:
-                    self.built, self._for = self._build(on_this_process(backbone), images), backbone
-                    self._built_now = True
+                    # Several training processes may convert the same backbone at once: each stores a whole file.
+                    copy = on_this_process(backbone)
+                    self.built = engine_for(copy, self.requested, images, setting="trainer.extraction_engine")
+                    self._for, self._built_now = backbone, True
                 called = time.perf_counter()
                 features = self.built(batch)
             yield features, time.perf_counter() - called
@@ -116,11 +117,6 @@ class LocalBackbone:
         """The engine that ran the last extraction: its name, parity with Keras, and its set-up time if this
         extraction built it (0 when it reused the engine of an earlier split)."""
         return {**self.built.report(), "engine_setup_s": self.built.setup_s if self._built_now else 0.0}
-
-    def _build(self, backbone: keras.Model, images: int | None) -> Engine:
-        # Several training processes may convert the same backbone at once: each stores a whole file.
-        name = choose_engine(self.requested, backbone, images, setting="trainer.extraction_engine")
-        return build_engine(backbone, name, reference_batch(backbone.input_shape[1]))
 
 
 def backbone_runner(name: str, ray_options: dict | None, engine: str = "auto"):

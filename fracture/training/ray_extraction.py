@@ -31,16 +31,14 @@ class BackboneActor:
     """Holds one copy of the backbone on its inference engine and returns its features for batches."""
 
     def __init__(self, model_bytes: bytes, backend: dict, engine: str, images: int | None):
-        from fracture.data.reference_images import reference_batch
-        from fracture.models.engines import build_engine, choose_engine
+        from fracture.models.engines import engine_for
 
         prepare_actor_backend(backend)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "backbone.keras"
             path.write_bytes(model_bytes)
             backbone = keras.saving.load_model(path, compile=False)
-        name = choose_engine(engine, backbone, images, setting="trainer.extraction_engine")
-        self.forward = build_engine(backbone, name, reference_batch(backbone.input_shape[1]))
+        self.forward = engine_for(backbone, engine, images, setting="trainer.extraction_engine")
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         return self.forward(batch)
