@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_class_folders
+from conftest import compose_config, make_class_folders
 
 from fracture.benchmarking.report import markdown, rows, write_report
 from fracture.benchmarking.runner import (
@@ -203,6 +203,17 @@ def test_too_few_training_images_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "out" / "tensorflow").exists()
 
 
+def test_quick_mode_leaves_out_what_cannot_fit_in_five_minutes(tmp_path):
+    from fracture.bench import settings_from
+
+    quick, _ = settings_from(compose_config(tmp_path, "bench.quick=true", "bench.weights=null", name="bench"))
+    full, _ = settings_from(compose_config(tmp_path, "bench.weights=null", name="bench"))
+    assert quick.backends == ["tensorflow"] and full.backends == ["tensorflow", "jax"]
+    assert quick.engine_batches == 0 < full.engine_batches  # no ONNX conversion
+    assert quick.service_requests == 0 < full.service_requests  # no server start-ups
+    assert quick.subset_per_class == {"train": 16, "val": 4} and full.full_data_backends == ["tensorflow"]
+
+
 @pytest.mark.slow
 def test_the_quick_benchmark_prints_every_figure_and_writes_bench_json(tmp_path, synthetic_root):
     command = [
@@ -213,6 +224,10 @@ def test_the_quick_benchmark_prints_every_figure_and_writes_bench_json(tmp_path,
         f"data.root={synthetic_root}",
         "data.image_size=64",
         "bench.quick_settings.subset_per_class={train:16,val:4}",
+        # what quick mode leaves out for time, back in: both backends, the engine rows, the engine service
+        "bench.quick_settings.backends=[tensorflow,jax]",
+        "bench.quick_settings.engine_batches=2",
+        "bench.quick_settings.service_requests=40",
         f"hydra.run.dir={tmp_path}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)

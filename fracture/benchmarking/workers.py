@@ -130,7 +130,10 @@ def measure_fracture(spec: dict) -> dict:
     trainer.fit(recipe, datamodule)
     result.update(recipe_s=time.time() - start, extractions=trainer.features.extractions, **epoch_figures(epochs))
 
-    predictor = load_predictor(checkpoint.best_path)
+    # The images it will predict here (validation, the warm repeats): `auto` converts for them only when the
+    # engine rows below store a conversion, as it would for a user's job of that size.
+    expected = len(datamodule.labels("val")) + spec["repeats"] + 3
+    predictor = load_predictor(checkpoint.best_path, expected_images=expected)
     # A new cache root: the engines convert (and time) what the recipe stored; the predictor and the service
     # then load the stored classifier instead of converting it again.
     with cache_root_at(Path(spec["out_dir"]) / "engines-cache"):
