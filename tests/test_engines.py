@@ -42,6 +42,19 @@ def test_engine_matches_keras_on_a_classifier_and_a_backbone(cache_root, name):
         assert np.max(np.abs(engine(batch) - expected)) == engine.max_abs_difference
 
 
+def test_openvino_on_batches_splits_them_across_its_streams_and_keeps_their_order(cache_root):
+    backbone, _ = split_at_head(tiny_model())
+    batch = np.concatenate([reference_batch(32)] * 3)[:7]  # an odd count: unequal parts
+    batch[3] = 255.0 - batch[3]  # images that differ, so a reordering would show
+    one_stream = build_engine(backbone, "openvino", batched=False)
+    streams = build_engine(backbone, "openvino", reference_batch(32), batched=True)
+    expected = np.asarray(backbone.predict_on_batch(batch))
+    for count in (7, 1):  # a single image is one part
+        assert streams(batch[:count]).shape == expected[:count].shape
+        assert np.max(np.abs(streams(batch[:count]) - expected[:count])) <= streams.bound
+        assert np.allclose(streams(batch[:count]), one_stream(batch[:count]), rtol=1e-5, atol=1e-6)
+
+
 def test_the_conversion_is_stored_reused_and_rebuilt_when_damaged(cache_root, monkeypatch):
     model = tiny_model()
     path, key = onnx_entry(model)
@@ -145,3 +158,17 @@ def test_a_predictor_and_an_evaluator_run_on_the_engine_they_are_given(cache_roo
         assert evaluator.engine(0).name == name
     bound = engines.PARITY_RELATIVE * np.max(by_engine["keras"])
     assert np.max(np.abs(by_engine["onnxruntime"] - by_engine["keras"])) <= bound
+
+
+def test_the_benchmark_measures_every_installed_engine_and_openvino_on_one_stream(cache_root):
+    from fracture.benchmarking.engines import BFLOAT16, ONE_STREAM, measure_engines
+    from fracture.models.runtimes import openvino_has_bfloat16
+
+    figures, conversion_s = measure_engines(tiny_model(), calls=1, repeats=1)
+    expected = {"keras", "onnxruntime", "openvino", ONE_STREAM} | ({BFLOAT16} if openvino_has_bfloat16() else set())
+    assert set(figures) == expected and conversion_s > 0
+    for name, row in figures.items():
+        assert row["extraction_img_s"] > 0 and row["predict_warm_ms"] > 0
+        if name != BFLOAT16:  # float32: within the bound the engines enforce
+            assert row["backbone_parity_max_abs_difference"] <= row["backbone_parity_bound"]
+            assert row["classifier_parity_max_abs_difference"] <= row["classifier_parity_bound"]

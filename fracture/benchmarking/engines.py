@@ -5,8 +5,11 @@ the benchmark loads them): the seconds to build it (compiling, or freezing; conv
 backbone's rate over batches of the feature cache's size (`EXTRACT_BATCH`), the whole classifier's warm
 single-image latency, and the largest difference from Keras on the parity images
 (`fracture.data.reference_images`), for the backbone's features and the classifier's probabilities, with the
-bound `build_engine` enforces. OpenVINO in bfloat16 is measured too, as information only: it is not an engine
-fracture uses (its parity fails the float32 bound).
+bound `build_engine` enforces. The backbone is built as the feature cache builds it (`batched`: OpenVINO's
+throughput streams); "openvino, one stream" is the same backbone with every core on each batch, side by side.
+OpenVINO in bfloat16 is measured too, as information only, where the processor has bfloat16 instructions
+(elsewhere OpenVINO would quietly run float32): it is not an engine fracture uses (its parity fails the float32
+bound).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 BFLOAT16 = "openvino bfloat16"
+ONE_STREAM = "openvino, one stream"
 
 
 @contextlib.contextmanager
@@ -59,14 +63,17 @@ def single_image_ms(run, image: np.ndarray, repeats: int) -> float:
     return 1000.0 * float(np.median(times))
 
 
-def build(model, name: str):
-    """Engine `name` for `model`, or OpenVINO in bfloat16 (information only; see the module)."""
+def build(model, name: str, batched: bool):
+    """Engine `name` for `model` (`batched`: see `build_engine`), or one of the OpenVINO variants measured as
+    information (see the module)."""
     from fracture.models.engines import Engine, build_engine, onnx_model
     from fracture.models.runtimes import openvino_runner
 
-    if name != BFLOAT16:
-        return build_engine(model, name)
-    return Engine(name, openvino_runner(onnx_model(model), precision="bf16"), 0.0)
+    if name == BFLOAT16:
+        return Engine(name, openvino_runner(onnx_model(model), precision="bf16", batched=batched), 0.0)
+    if name == ONE_STREAM:
+        return build_engine(model, "openvino", batched=False)
+    return build_engine(model, name, batched=batched)
 
 
 def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
@@ -77,6 +84,7 @@ def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
     from fracture.data.reference_images import reference_batch
     from fracture.models.engines import ENGINES, EngineMismatch, check_parity, installed, onnx_model
     from fracture.models.head import split_at_head
+    from fracture.models.runtimes import openvino_has_bfloat16
     from fracture.training.feature_cache import EXTRACT_BATCH
 
     backbone, _ = split_at_head(classifier)
@@ -89,11 +97,12 @@ def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
         onnx_model(model)  # into the cache root (the worker's, in its run folder; see `cache_root_at`)
     conversion_s = time.perf_counter() - began
     figures = {}
-    for name in [*names, BFLOAT16] if "openvino" in names else names:
+    variants = [ONE_STREAM, *([BFLOAT16] if openvino_has_bfloat16() else [])] if "openvino" in names else []
+    for name in [*names, *variants]:
         result = {}
         for part, model in (("backbone", backbone), ("classifier", classifier)):
             began = time.perf_counter()
-            engine = build(model, name)
+            engine = build(model, name, batched=part == "backbone")  # as the feature cache and the predictor
             result[f"{part}_setup_s"] = time.perf_counter() - began
             try:
                 check_parity(engine, model, parity_images)

@@ -112,7 +112,7 @@ class Evaluator:
     def engine(self, images: int) -> Engine:
         """The engine predictions run on, built on first use for a job of `images` images."""
         if self._engine is None:
-            self._engine = engine_for(self.model, self.runtime, images, setting="eval.runtime")
+            self._engine = engine_for(self.model, self.runtime, images, setting="eval.runtime", batched=True)
         return self._engine
 
     def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

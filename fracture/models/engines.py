@@ -138,8 +138,11 @@ def onnx_model(model: keras.Model) -> Path:
     return path
 
 
-def build_engine(model: keras.Model, name: str, parity_batch: np.ndarray | None = None) -> Engine:
-    """`name` (not auto: see `choose_engine`) built for `model`, checked on `parity_batch` when given."""
+def build_engine(
+    model: keras.Model, name: str, parity_batch: np.ndarray | None = None, batched: bool = False
+) -> Engine:
+    """`name` (not auto: see `choose_engine`) built for `model`, checked on `parity_batch` when given; `batched`:
+    for a job of whole batches rather than one image at a time (OpenVINO's streams, `openvino_runner`)."""
     began = time.perf_counter()
     if name == "keras":
         from fracture.models.frozen import frozen_inference
@@ -147,20 +150,23 @@ def build_engine(model: keras.Model, name: str, parity_batch: np.ndarray | None 
         return Engine(name, frozen_inference(model), time.perf_counter() - began)
     from fracture.models.runtimes import onnx_runner, openvino_runner
 
-    runner = {"onnxruntime": onnx_runner, "openvino": openvino_runner}[name]
-    engine = Engine(name, runner(onnx_model(model)), time.perf_counter() - began)
+    path = onnx_model(model)
+    runner = openvino_runner(path, batched=batched) if name == "openvino" else onnx_runner(path)
+    engine = Engine(name, runner, time.perf_counter() - began)
     if parity_batch is not None:
         check_parity(engine, model, parity_batch)
     return engine
 
 
-def engine_for(model: keras.Model, requested: str, images: int | None = None, setting: str = "") -> Engine:
-    """The engine `choose_engine` picks for `model` and a job of `images` images, built and checked on the
-    parity images (`fracture.data.reference_images`)."""
+def engine_for(
+    model: keras.Model, requested: str, images: int | None = None, setting: str = "", batched: bool = False
+) -> Engine:
+    """The engine `choose_engine` picks for `model` and a job of `images` images, built (`batched`: see
+    `build_engine`) and checked on the parity images (`fracture.data.reference_images`)."""
     from fracture.data.reference_images import reference_batch  # TensorFlow's resize: not at import time
 
     name = choose_engine(requested, model, images, setting)
-    return build_engine(model, name, reference_batch(model.input_shape[1]))
+    return build_engine(model, name, reference_batch(model.input_shape[1]), batched)
 
 
 def check_parity(engine: Engine, model: keras.Model, batch: np.ndarray) -> Engine:

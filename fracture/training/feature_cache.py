@@ -107,7 +107,9 @@ class LocalBackbone:
                 if self._for is not backbone:
                     # Several training processes may convert the same backbone at once: each stores a whole file.
                     copy = on_this_process(backbone)
-                    self.built = engine_for(copy, self.requested, images, setting="trainer.extraction_engine")
+                    self.built = engine_for(
+                        copy, self.requested, images, setting="trainer.extraction_engine", batched=True
+                    )
                     self._for, self._built_now = backbone, True
                 called = time.perf_counter()
                 features = self.built(batch)
