@@ -55,7 +55,8 @@ def openvino_runner(path: Path, precision: str = "f32", batched: bool = False) -
     One image at a time (`batched=False`), every core works on each call. For batches (`batched=True`) each
     call is split across OpenVINO's throughput streams, a few cores each, which keeps the cores busier through
     the depthwise convolutions: on a 2-core AVX2 EPYC for EfficientNetB3, batches of 32 ran at 24.6 img/s on two
-    streams against 22.9 on one (`python -m fracture.bench`, 2026-12-02; its engine rows show both)."""
+    streams against 22.9 on one (`python -m fracture.bench`, 2026-12-02; its engine rows show both). A batched
+    runner takes one call at a time (the feature cache and evaluation call it from one thread)."""
     try:
         import openvino
     except ImportError as error:
