@@ -125,3 +125,22 @@ def test_padded_prediction_equals_plain_prediction(synthetic_root):
     plain = model.predict(datamodule.predict_dataloader("val"), verbose=0).ravel()
     assert padded.shape == (16,)
     np.testing.assert_allclose(padded, plain, atol=1e-6)
+
+
+def test_an_image_of_the_target_size_is_not_resampled():
+    """The shortcut must give what the resize gives: bilinear sampling at the pixel centres, antialiased."""
+    import tensorflow as tf
+
+    from fracture.data.pipeline import resize_image
+
+    pixels = np.random.default_rng(3).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    resampled = tf.cast(tf.round(tf.image.resize(pixels, (40, 30), antialias=True)), tf.uint8).numpy()
+    np.testing.assert_array_equal(resampled, pixels)
+    np.testing.assert_array_equal(resize_image(pixels, (40, 30)).numpy(), pixels)
+    smaller = resize_image(pixels, (20, 15)).numpy()  # other sizes still resize
+    assert smaller.shape == (20, 15, 3) and smaller.dtype == np.uint8
+    expected = tf.cast(tf.round(tf.image.resize(pixels, (20, 15), antialias=True)), tf.uint8)
+    np.testing.assert_array_equal(smaller, expected)
+    in_graph = tf.function(lambda image: resize_image(image, (40, 30)))  # as tf.data runs it: shape unknown
+    traced = in_graph.get_concrete_function(tf.TensorSpec((None, None, 3), tf.uint8))
+    np.testing.assert_array_equal(traced(tf.constant(pixels)).numpy(), pixels)
