@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from fracture import FractureClassifier, FractureDataModule, Trainer, read_metadata
+from fracture import FractureClassifier, FractureDataModule, Trainer, load_checkpoint, read_metadata
 from fracture.errors import ConfigError
 from fracture.training.callbacks import ModelCheckpoint
 
@@ -19,7 +19,8 @@ def test_fit_logs_slash_metrics_and_keeps_the_best_checkpoint(tmp_path, syntheti
     datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, augmentation={}, group_by="filename")
     checkpoint = ModelCheckpoint(tmp_path / "checkpoints", monitor="val/auc_approx")
     trainer = Trainer(epochs=2, callbacks=[checkpoint], progress=False)
-    metrics = trainer.fit(tiny(), datamodule)
+    classifier = tiny()
+    metrics = trainer.fit(classifier, datamodule)
     assert {"train/loss", "train/auc_approx", "val/loss", "val/auc_approx", "val/precision", "val/recall"} <= set(
         metrics
     )
@@ -31,7 +32,11 @@ def test_fit_logs_slash_metrics_and_keeps_the_best_checkpoint(tmp_path, syntheti
     metadata = read_metadata(checkpoint.best_path)
     assert metadata["positive_class"] == "fractured" and metadata["threshold"] == 0.5
     assert metadata["epoch"] == checkpoint.best_epoch and metadata["image_size"] == 64
-    assert checkpoint.last_path.is_file()
+    # One full save; epoch 2 rewrote the values in its layout, and holds the model as training left it.
+    assert checkpoint.writer.full_saves == 1 and read_metadata(checkpoint.last_path)["epoch"] == 2
+    images = next(iter(datamodule.val_dataloader()))[0].numpy()
+    last, _ = load_checkpoint(checkpoint.last_path)
+    np.testing.assert_array_equal(last.predict_on_batch(images), classifier.model.predict_on_batch(images))
 
 
 def test_fast_dev_run_uses_one_batch_and_one_epoch(synthetic_root):

@@ -119,7 +119,7 @@ def trainable_flags(model: keras.Model) -> tuple[bool, ...]:
 class CheckpointWriter:
     """Writes checkpoints of one model (`save`): a full `save_checkpoint` first, then the kept layout's quick
     rewrite while the model is the same object with the same layers training. `full_saves` counts the full
-    ones, for tests and logs."""
+    ones, for tests."""
 
     def __init__(self):
         self._model: keras.Model | None = None
