@@ -16,8 +16,8 @@ def resize_image(image, image_size: tuple[int, int]) -> tf.Tensor:
 
     Training, evaluation and prediction all resize through this function, so a model sees the same pixels
     whichever way an image reaches it. An image that already has `image_size` comes back as it is: resizing
-    it samples every pixel at its own centre and returns the same pixels (checked on every image of the
-    project's test data), at 1.5 ms an image on a 2-core CPU.
+    it samples every pixel at its own centre and returns the same pixels (checked on 190 radiographs of the
+    project's test data and in `tests/test_datamodule.py`), at 1.5 ms an image on a 2-core CPU.
     """
     image = tf.convert_to_tensor(image, tf.uint8)
 
