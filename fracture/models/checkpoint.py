@@ -28,6 +28,12 @@ from fracture.io import atomic_path
 from fracture.models.schema import CheckpointMetadata
 
 METADATA_MEMBER = "fracture.json"
+CONFIG_MEMBER, WEIGHTS_MEMBER = "config.json", "model.weights.h5"  # Keras' own members
+
+
+def metadata_json(metadata: dict) -> str:
+    """The text of the fracture member for `metadata` (a schema's `to_json()`)."""
+    return json.dumps(metadata, indent=2, sort_keys=True)
 
 
 def _widen_integers(group: h5py.Group) -> None:
@@ -68,14 +74,14 @@ def _rewrite_archive(source: Path, target: Path, metadata: dict, strip_compile_s
             data = old.read(item)
             if item.filename == METADATA_MEMBER:
                 continue
-            if strip_compile_state and item.filename == "config.json":
+            if strip_compile_state and item.filename == CONFIG_MEMBER:
                 config = json.loads(data)
                 config.pop("compile_config", None)
                 data = json.dumps(config)
-            elif strip_compile_state and item.filename == "model.weights.h5":
+            elif strip_compile_state and item.filename == WEIGHTS_MEMBER:
                 data = _portable_weights(data)
             new.writestr(item, data)
-        new.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+        new.writestr(METADATA_MEMBER, metadata_json(metadata))
 
 
 def save_checkpoint(model: keras.Model, path: str | Path, metadata: CheckpointMetadata | dict) -> Path:
@@ -131,9 +137,9 @@ CODE_LAYERS = {"Lambda", "TFOpLambda"}
 def refuse_code(path: str | Path) -> None:
     """Refuse an archive whose model config holds a layer that carries code, before Keras reads it."""
     with zipfile.ZipFile(path) as archive:
-        if "config.json" not in archive.namelist():
+        if CONFIG_MEMBER not in archive.namelist():
             return  # not a model archive at all: Keras' own error says so
-        config = archive.read("config.json").decode()
+        config = archive.read(CONFIG_MEMBER).decode()
     found = sorted(layer for layer in CODE_LAYERS if f'"class_name": "{layer}"' in config.replace('":"', '": "'))
     if found:
         raise CheckpointError(

@@ -27,10 +27,10 @@ import h5py
 import keras
 
 from fracture.io import atomic_path
-from fracture.models.checkpoint import METADATA_MEMBER, save_checkpoint
+from fracture.models.checkpoint import CONFIG_MEMBER, METADATA_MEMBER, WEIGHTS_MEMBER, metadata_json, save_checkpoint
 from fracture.models.schema import CheckpointMetadata
 
-WEIGHTS_MEMBER, CONFIG_MEMBER, KERAS_METADATA_MEMBER = "model.weights.h5", "config.json", "metadata.json"
+KERAS_METADATA_MEMBER = "metadata.json"  # Keras' version and date of saving
 
 
 def layer_variables(model: keras.Model) -> dict[str, dict[str, object]]:
@@ -109,7 +109,7 @@ class ArchiveLayout:
             archive.writestr(KERAS_METADATA_MEMBER, json.dumps(keras_metadata))
             archive.writestr(CONFIG_MEMBER, self.config_json)
             archive.writestr(WEIGHTS_MEMBER, self.weights_h5)
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata.to_json(), indent=2, sort_keys=True))
+            archive.writestr(METADATA_MEMBER, metadata_json(metadata.to_json()))
 
 
 def trainable_flags(model: keras.Model) -> tuple[bool, ...]:
