@@ -10,6 +10,12 @@ Data files are written under a staging name and renamed into place (`fracture.io
 never changes under a reader's memory map (a rename leaves the mapped file alive), and two runs that fill one
 entry at once each leave a whole file: the last rename and the last record win, and both describe the same
 content.
+
+Entries are never needed, only reused, so the cache can be kept to a size: each read that passes the check
+touches the record, whose modification time is then the entry's last use, and `prune_entries` deletes the
+least recently used entries first (`python -m fracture.cache`; with `$FRACTURE_CACHE_MAX_GB` set, every new
+entry under the cache root prunes it to that size). Deleting an entry under a reader is safe: a memory map
+keeps a removed file alive, and a reader that finds the entry gone rebuilds it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,15 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from fracture.io import atomic_path, write_json_atomic
+from fracture.errors import ConfigError
+from fracture.io import atomic_path, cache_root, write_json_atomic
+
+MAX_SIZE_VARIABLE = "FRACTURE_CACHE_MAX_GB"
+RECORD_SUFFIX = ".check"
 
 
 class DamagedCacheEntry(UserWarning):
@@ -31,7 +42,7 @@ class DamagedCacheEntry(UserWarning):
 
 def record_path(data: Path) -> Path:
     """The record that vouches for `data`."""
-    return data.with_name(data.name + ".check")  # JSON, named so that globs for the data miss it
+    return data.with_name(data.name + RECORD_SUFFIX)  # JSON, named so that globs for the data miss it
 
 
 def file_state(path: str | Path, *names: str) -> bytes:
@@ -77,6 +88,8 @@ def read_entry(data: str | Path, key) -> dict | None:
         return None
     problem, extra = _problem(data, key)
     if problem is None:
+        with contextlib.suppress(OSError):  # a read-only shared cache is still used, only not pruned by use
+            os.utime(record_path(data))
         return extra
     warnings.warn(f"discarding the cache entry {data}: {problem}; it is rebuilt.", DamagedCacheEntry, stacklevel=2)
     data.unlink(missing_ok=True)
@@ -94,3 +107,65 @@ def write_entry(data: str | Path, key, extra: dict | None = None) -> Iterator[Pa
         yield staging
         size, digest = staging.stat().st_size, file_sha256(staging)
     write_json_atomic(record_path(data), {"key": key, "bytes": size, "sha256": digest, "extra": extra})
+    limit = size_limit()
+    if limit is not None and data.resolve().is_relative_to(cache_root().resolve()):
+        prune_entries(cache_root(), limit, keep=[data])
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """A sealed entry on disk: its data file, the bytes it and its record take, and when it was last used."""
+
+    data: Path
+    bytes: int
+    last_used: float  # the record's modification time (seconds since the epoch)
+
+
+def stored_entries(folder: str | Path) -> list[StoredEntry]:
+    """Every sealed entry (a data file and its record) under `folder`, least recently used first. Files that
+    are not entries (a staging file being written, JAX's compilation cache) are not listed."""
+    entries = []
+    for record in Path(folder).rglob(f"*{RECORD_SUFFIX}"):
+        data = record.with_name(record.name.removesuffix(RECORD_SUFFIX))
+        try:
+            used, record_bytes = record.stat().st_mtime, record.stat().st_size
+            entries.append(StoredEntry(data, record_bytes + data.stat().st_size, used))
+        except FileNotFoundError:  # half an entry (or one just pruned): the next read discards it
+            continue
+    return sorted(entries, key=lambda entry: entry.last_used)
+
+
+def prune_entries(folder: str | Path, max_bytes: int, keep: Iterable[Path] = ()) -> list[StoredEntry]:
+    """Delete the least recently used entries under `folder` until its entries take at most `max_bytes`
+    (never those in `keep`); returns the deleted ones. Folders left empty are removed."""
+    kept = {Path(path).resolve() for path in keep}
+    entries = stored_entries(folder)
+    total = sum(entry.bytes for entry in entries)
+    deleted = []
+    for entry in entries:
+        if total <= max_bytes:
+            break
+        if entry.data.resolve() in kept:
+            continue
+        entry.data.unlink(missing_ok=True)
+        record_path(entry.data).unlink(missing_ok=True)
+        total -= entry.bytes
+        deleted.append(entry)
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            if entry.data.parent != Path(folder):
+                entry.data.parent.rmdir()
+    return deleted
+
+
+def size_limit() -> int | None:
+    """`$FRACTURE_CACHE_MAX_GB` in bytes, or None when it is not set."""
+    value = os.environ.get(MAX_SIZE_VARIABLE, "").strip()
+    if not value:
+        return None
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        gigabytes = -1.0
+    if not gigabytes >= 0:
+        raise ConfigError(f"{MAX_SIZE_VARIABLE}={value!r}: give the cache's largest size in GB, e.g. 20.")
+    return int(gigabytes * 1e9)

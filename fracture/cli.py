@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from fracture.cache_entry import size_limit  # noqa: E402
 from fracture.compilation_cache import enable_compilation_cache  # noqa: E402
 from fracture.errors import ConfigError, FractureError, user_errors  # noqa: E402
 from fracture.io import check_writable, nearest_existing  # noqa: E402
@@ -94,7 +95,9 @@ def build_all(group: DictConfig | None) -> list:
 
 
 def prepare_backend(cfg: DictConfig) -> None:
-    """Backend set-up shared by the entry points, done before any model is built."""
+    """Backend set-up shared by the entry points, done before any model is built; a bad
+    `$FRACTURE_CACHE_MAX_GB` is refused here rather than after the first entry is computed."""
+    size_limit()
     enable_compilation_cache(cfg.get("compilation_cache"))
     enable_fast_depthwise_conv(bool(cfg.get("fast_depthwise_conv", False)))
 

@@ -48,9 +48,14 @@ CACHE_DIR_VARIABLE = "FRACTURE_CACHE_DIR"
 DEFAULT_CACHE = "default"
 
 
+def cache_root() -> Path:
+    """The folder every cache lives under: $FRACTURE_CACHE_DIR, else ~/.cache/fracture."""
+    return Path(os.environ.get(CACHE_DIR_VARIABLE) or "~/.cache/fracture").expanduser()
+
+
 def cache_dir(kind: str) -> Path:
-    """The folder of one kind of cache (`audit`, `features`, `jax-compilation`) under the cache root."""
-    return Path(os.environ.get(CACHE_DIR_VARIABLE) or "~/.cache/fracture").expanduser() / kind
+    """The folder of one kind of cache (`audit`, `features`, `engines`, `jax-compilation`) under the cache root."""
+    return cache_root() / kind
 
 
 def cache_folder(value: str | Path | None, kind: str) -> Path | None:
