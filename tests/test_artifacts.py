@@ -16,10 +16,14 @@ BACKENDS = ("tensorflow", "jax")
 PREDICT = """
 import sys, numpy as np, keras
 from fracture import read_metadata
-model = keras.saving.load_model(sys.argv[1], safe_mode=True)
-size = read_metadata(sys.argv[1])["image_size"]
-images = np.random.default_rng(0).uniform(0, 255, (6, size, size, 3)).astype("float32")
-np.save(sys.argv[2], model.predict(images, verbose=0))
+out, checkpoints = sys.argv[1], sys.argv[2:]
+predictions = {}
+for path in checkpoints:
+    model = keras.saving.load_model(path, safe_mode=True)
+    size = read_metadata(path)["image_size"]
+    images = np.random.default_rng(0).uniform(0, 255, (6, size, size, 3)).astype("float32")
+    predictions[path] = model.predict(images, verbose=0)
+np.savez(out, *[predictions[path] for path in checkpoints])
 """
 
 
@@ -48,15 +52,21 @@ def checkpoints(tmp_path_factory):
     return train_on_each_backend(tmp_path_factory.mktemp("artifacts"), "trainer.limit_train_batches=2")
 
 
-def predict_with(backend: str, ckpt, out) -> np.ndarray:
-    run_python(PREDICT, ckpt, out, backend=backend)
-    return np.load(out)
+@pytest.fixture(scope="module")
+def predictions(checkpoints, tmp_path_factory) -> dict[tuple[str, str], np.ndarray]:
+    """{(writer, reader): the reader backend's predictions with the writer's checkpoint}, one process per reader."""
+    folder, writers = tmp_path_factory.mktemp("predictions"), list(checkpoints)
+    found = {}
+    for reader in BACKENDS:
+        run_python(PREDICT, folder / f"{reader}.npz", *(checkpoints[writer] for writer in writers), backend=reader)
+        with np.load(folder / f"{reader}.npz") as arrays:
+            found |= {(writer, reader): arrays[f"arr_{index}"] for index, writer in enumerate(writers)}
+    return found
 
 
 @pytest.mark.parametrize("writer,reader", [("tensorflow", "jax"), ("jax", "tensorflow")])
-def test_checkpoint_predicts_the_same_on_the_other_backend(tmp_path, checkpoints, writer, reader):
-    own = predict_with(writer, checkpoints[writer], tmp_path / "own.npy")
-    other = predict_with(reader, checkpoints[writer], tmp_path / "other.npy")
+def test_checkpoint_predicts_the_same_on_the_other_backend(predictions, writer, reader):
+    own, other = predictions[writer, writer], predictions[writer, reader]
     assert own.shape == (6, 1)
     np.testing.assert_allclose(other, own, atol=1e-5)
 
