@@ -123,16 +123,24 @@ class StoredEntry:
 
 def stored_entries(folder: str | Path) -> list[StoredEntry]:
     """Every sealed entry (a data file and its record) under `folder`, least recently used first. Files that
-    are not entries (a staging file being written, JAX's compilation cache) are not listed."""
+    are not entries (a staging file being written, JAX's compilation cache, someone else's `x` and `x.check`
+    in a folder given by mistake: only a record fracture wrote counts) are not listed."""
     entries = []
     for record in Path(folder).rglob(f"*{RECORD_SUFFIX}"):
         data = record.with_name(record.name.removesuffix(RECORD_SUFFIX))
         try:
             used, record_bytes = record.stat().st_mtime, record.stat().st_size
+            if record_bytes > 1_000_000 or not is_record(json.loads(record.read_text())):
+                continue
             entries.append(StoredEntry(data, record_bytes + data.stat().st_size, used))
-        except FileNotFoundError:  # half an entry (or one just pruned): the next read discards it
+        except (OSError, ValueError):  # half an entry, one just pruned, or not a record: never deleted here
             continue
     return sorted(entries, key=lambda entry: entry.last_used)
+
+
+def is_record(value) -> bool:
+    """Whether `value` has the fields `write_entry` gives every record."""
+    return isinstance(value, dict) and {"key", "bytes", "sha256"} <= set(value) and isinstance(value["sha256"], str)
 
 
 def prune_entries(folder: str | Path, max_bytes: int, keep: Iterable[Path] = ()) -> list[StoredEntry]:

@@ -40,6 +40,10 @@ def test_pruning_deletes_the_least_recently_used_entries_until_the_rest_fit(tmp_
     jax_file = tmp_path / "jax-compilation" / "program"
     jax_file.parent.mkdir()
     jax_file.write_bytes(bytes(10_000))
+    someone_elses = tmp_path / "notes" / "todo.txt"  # a file and a ".check" beside it that fracture did not write
+    someone_elses.parent.mkdir()
+    someone_elses.write_text("mine")
+    record_path(someone_elses).write_text('{"checked": true}')
     sizes = {entry.data: entry.bytes for entry in stored_entries(tmp_path)}
     assert list(sizes) == [oldest, middle, newest]
     assert sizes[oldest] == oldest.stat().st_size + record_path(oldest).stat().st_size
@@ -52,7 +56,7 @@ def test_pruning_deletes_the_least_recently_used_entries_until_the_rest_fit(tmp_
     assert [entry.data for entry in deleted] == [middle]
     assert not middle.parent.exists()  # the engine's folder, left empty, is removed
     assert [entry.data for entry in stored_entries(tmp_path)] == [newest]
-    assert staging.exists() and jax_file.exists()
+    assert staging.exists() and jax_file.exists() and someone_elses.exists() and record_path(someone_elses).exists()
     assert read_entry(newest, {"k": "c"}) == {}
 
 
