@@ -129,10 +129,10 @@ def stored_entries(folder: str | Path) -> list[StoredEntry]:
     for record in Path(folder).rglob(f"*{RECORD_SUFFIX}"):
         data = record.with_name(record.name.removesuffix(RECORD_SUFFIX))
         try:
-            used, record_bytes = record.stat().st_mtime, record.stat().st_size
-            if record_bytes > 1_000_000 or not is_record(json.loads(record.read_text())):
+            state = record.stat()
+            if state.st_size > 1_000_000 or not is_record(json.loads(record.read_text())):
                 continue
-            entries.append(StoredEntry(data, record_bytes + data.stat().st_size, used))
+            entries.append(StoredEntry(data, state.st_size + data.stat().st_size, state.st_mtime))
         except (OSError, ValueError):  # half an entry, one just pruned, or not a record: never deleted here
             continue
     return sorted(entries, key=lambda entry: entry.last_used)

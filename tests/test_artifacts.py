@@ -16,14 +16,12 @@ BACKENDS = ("tensorflow", "jax")
 PREDICT = """
 import sys, numpy as np, keras
 from fracture import read_metadata
-out, checkpoints = sys.argv[1], sys.argv[2:]
-predictions = {}
-for path in checkpoints:
+def predict(path):
     model = keras.saving.load_model(path, safe_mode=True)
     size = read_metadata(path)["image_size"]
     images = np.random.default_rng(0).uniform(0, 255, (6, size, size, 3)).astype("float32")
-    predictions[path] = model.predict(images, verbose=0)
-np.savez(out, *[predictions[path] for path in checkpoints])
+    return model.predict(images, verbose=0)
+np.savez(sys.argv[1], *[predict(path) for path in sys.argv[2:]])
 """
 
 
