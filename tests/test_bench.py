@@ -165,6 +165,30 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     )
 
 
+def test_the_bfloat16_recipe_gets_its_own_rows_beside_the_port_and_none_where_it_was_not_measured(tmp_path):
+    from fracture.benchmarking.runner import bfloat16_figures
+
+    port_recipe = 1000.0
+    assert bfloat16_figures(None, port_recipe) is None
+    measured = {
+        "recipe_s": 80.0,
+        "val_auroc": 0.95,
+        "epoch_wall_s": [3.0, 2.0],
+        "extractions": [{"images": 300, "seconds": 50.0}, {"images": 100, "seconds": 10.0}],
+    }
+    bfloat16 = bfloat16_figures(measured, port_recipe)
+    assert bfloat16["recipe_speedup"] == pytest.approx(12.5) and bfloat16["epochs_s"] == 5.0
+    assert bfloat16["extraction_s"] == 60.0 and bfloat16["extraction_img_s"] == pytest.approx(400 / 60)
+    figures = {"recipe_s": {"port": port_recipe}, "val_auroc": {"port": 0.8}, "recipe_speedup": 4.0}
+    from fracture.benchmarking.report import bfloat16_rows
+
+    table = {row[0].strip(): row[1:] for row in bfloat16_rows(bfloat16, figures)}
+    assert table["(c) 10-epoch recipe, bfloat16 extraction"] == ("80.0 s", "1,000 s", "0.08x ↓")
+    assert table["validation AUROC, best checkpoint"] == ("0.950", "0.800", "1.19x ↑")
+    assert table["recipe speed-up, port / fracture (bfloat16 extraction)"][2] == "12.50x"
+    assert bfloat16_rows(None, figures) == []
+
+
 def test_a_launched_process_is_timed_to_its_exit_and_a_failure_shows_its_output(tmp_path):
     log = tmp_path / "run.log"
     assert launch(["-c", "import time; print('working'); time.sleep(0.5)"], "tensorflow", log) >= 0.5

@@ -75,10 +75,35 @@ def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
             "",
         ),
     ]
+    out += bfloat16_rows(figures.get("bfloat16_recipe"), figures)
     if figures["onnx_conversion_s"]:
         conversion = format_value(figures["onnx_conversion_s"], "s")
         out.append(("    engines: converting backbone and classifier to ONNX, once", conversion, "", ""))
     return out + engine_rows(figures["engines"]) + service_rows(figures.get("service", {}))
+
+
+def bfloat16_rows(bfloat16: dict | None, figures: dict) -> list[tuple[str, str, str, str]]:
+    """The recipe with bfloat16 extraction beside the port (`runner.bfloat16_figures`), when it was measured."""
+    if not bfloat16:
+        return []
+    port_recipe, port_auroc = figures["recipe_s"]["port"], figures["val_auroc"]["port"]
+    auroc_ratio = f"{bfloat16['val_auroc'] / port_auroc:.2f}x ↑" if port_auroc else "n/a"
+    return [
+        (
+            "(c) 10-epoch recipe, bfloat16 extraction",
+            format_value(bfloat16["recipe_s"], "s"),
+            format_value(port_recipe, "s"),
+            f"{bfloat16['recipe_s'] / port_recipe:.2f}x ↓",
+        ),
+        ("    validation AUROC, best checkpoint", f"{bfloat16['val_auroc']:.3f}", f"{port_auroc:.3f}", auroc_ratio),
+        ("    recipe speed-up, port / fracture (bfloat16 extraction)", "", "", f"{bfloat16['recipe_speedup']:.2f}x"),
+        (
+            "    feature extraction in bfloat16, once; its rate",
+            f"{format_value(bfloat16['extraction_s'], 's')}; {format_value(bfloat16['extraction_img_s'], 'img/s')}",
+            "",
+            "",
+        ),
+    ]
 
 
 def engine_rows(engines: dict) -> list[tuple[str, str, str, str]]:
@@ -152,13 +177,15 @@ def markdown(results: dict, views: int, processor: str = "") -> str:
 
 def write_report(results: dict, settings: dict, out_dir: str | Path, notes: list[str]) -> dict:
     """Add the derived figures, write `bench.json`, and return it. `recipe_speedup` is TensorFlow's when
-    TensorFlow was measured (the issue's target), else the first backend's; each backend has its own."""
+    TensorFlow was measured (the issue's target), else the first backend's; each backend has its own;
+    `recipe_speedup_bfloat16` is the first's with bfloat16 extraction, or None where it was not measured."""
     for figures in results.values():
         add_ceiling(figures, settings["image_size"])
     first = results.get("tensorflow") or next(iter(results.values()))
     report = {
         "processor": processor_name(),
         "recipe_speedup": first["recipe_speedup"],
+        "recipe_speedup_bfloat16": (first.get("bfloat16_recipe") or {}).get("recipe_speedup"),
         "backends": results,
         "settings": settings,
         "notes": notes,

@@ -38,6 +38,9 @@ class BenchSettings:
     epochs: int = 10
     port_epochs: int = 1
     views: int = 2
+    # The recipe again with bfloat16 extraction, on the full data only: auto (where OpenVINO runs bfloat16 on
+    # this processor), true or false.
+    bfloat16_recipe: bool | str = "auto"
     repeats: int = 30
     engine_batches: int = 10  # batches of 32 timed per inference engine (after one not counted); 0: no engine rows
     service_requests: int = 200  # uploads per service configuration (`service.CONFIGURATIONS`); 0: no service rows
@@ -216,6 +219,22 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
         "predict_engine": fracture["predict_engine"],
         "engines": fracture.get("engines", {}),
         "onnx_conversion_s": fracture.get("onnx_conversion_s"),
+        "bfloat16_recipe": bfloat16_figures(fracture.get("bfloat16_recipe"), port_recipe),
+    }
+
+
+def bfloat16_figures(measured: dict | None, port_recipe: float) -> dict | None:
+    """The recipe with bfloat16 extraction, as measured on the full data (`workers.measure_bfloat16_recipe`)."""
+    if measured is None:
+        return None
+    extraction = sum(part["seconds"] for part in measured["extractions"])
+    return {
+        "recipe_s": measured["recipe_s"],
+        "recipe_speedup": port_recipe / measured["recipe_s"],
+        "val_auroc": measured["val_auroc"],
+        "extraction_s": extraction,
+        "extraction_img_s": sum(part["images"] for part in measured["extractions"]) / extraction,
+        "epochs_s": sum(measured["epoch_wall_s"]),
     }
 
 
@@ -263,6 +282,7 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
         # The engines and the service on the first backend: ONNX Runtime and OpenVINO run the same ONNX either way.
         first = backend == settings.backends[0]
         spec["measure_engines"] = first and settings.engine_batches > 0
+        spec["bfloat16_recipe"] = settings.bfloat16_recipe if first and used == full else False
         if used != full:  # a subset: time at most the batches it has, after the warm-up one
             spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}

@@ -65,9 +65,12 @@ def measure_port(spec: dict) -> dict:
     return result
 
 
-def fracture_callbacks(spec: dict) -> tuple[list[keras.callbacks.Callback], keras.callbacks.Callback]:
+def fracture_callbacks(
+    spec: dict, folder: str = "fracture_checkpoints"
+) -> tuple[list[keras.callbacks.Callback], keras.callbacks.Callback]:
     """fracture's training callbacks as `conf/callbacks` configures them (`spec["callbacks"]`), with their
-    checkpoints in the worker's folder; and the `ModelCheckpoint` among them, which names the best one."""
+    checkpoints in `folder` of the worker's folder; and the `ModelCheckpoint` among them, which names the best
+    one."""
     from hydra.utils import instantiate
 
     from fracture.training.callbacks import ModelCheckpoint
@@ -77,7 +80,7 @@ def fracture_callbacks(spec: dict) -> tuple[list[keras.callbacks.Callback], kera
     configs = {name: dict(config) for name, config in spec["callbacks"].items()}
     for config in configs.values():
         if "dirpath" in config:
-            config["dirpath"] = str(Path(spec["out_dir"]) / "fracture_checkpoints")
+            config["dirpath"] = str(Path(spec["out_dir"]) / folder)
     callbacks = [instantiate(config) for config in configs.values()]
     checkpoints = [callback for callback in callbacks if isinstance(callback, ModelCheckpoint)]
     if len(checkpoints) != 1:
@@ -114,25 +117,13 @@ def measure_fracture(spec: dict) -> dict:
     uncached.fit(classifier(), datamodule)
     result.update(first_step_s=steps.first_step_s, train_img_s=steps.steady_rate(port.BATCH_SIZE))
 
-    keras.utils.set_random_seed(seed)
-    recipe, epochs = classifier(), LoopTimer(spec["process_start"])
-    callbacks, checkpoint = fracture_callbacks(spec)
-    trainer = Trainer(
-        epochs=spec["epochs"],
-        progress=False,
-        callbacks=[*callbacks, epochs],
-        feature_cache=True,
-        feature_cache_views=spec["views"],
-        feature_cache_dir=Path(spec["out_dir"]) / "features",  # empty: the extraction is measured
-    )
-    start = time.time()
-    datamodule = data()  # a fresh one: the recipe decodes its images itself, as a new run would
-    trainer.fit(recipe, datamodule)
-    result.update(recipe_s=time.time() - start, extractions=trainer.features.extractions, **epoch_figures(epochs))
-
+    recipe, checkpoint, datamodule = measure_recipe(spec, data, classifier, "float32")
+    result.update(recipe)
     # The images it will predict here (validation, the warm repeats): `auto` converts for them only when the
     # engine rows below store a conversion, as it would for a user's job of that size.
     expected = len(datamodule.labels("val")) + spec["repeats"] + 3
+    if wants_bfloat16_recipe(spec["bfloat16_recipe"]):
+        result["bfloat16_recipe"] = measure_bfloat16_recipe(spec, data, classifier, expected)
     predictor = load_predictor(checkpoint.best_path, expected_images=expected)
     # A new cache root: the engines convert (and time) what the recipe stored; the predictor and the service
     # then load the stored classifier instead of converting it again.
@@ -151,6 +142,58 @@ def measure_fracture(spec: dict) -> dict:
     result["checkpoint"] = str(checkpoint.best_path)
     result["matmul_gflops"] = matmul_gflops()
     return result
+
+
+def measure_recipe(spec: dict, data, classifier, precision: str):
+    """(figures, its ModelCheckpoint, its data module) of the recipe with the feature cache, extracting at
+    `precision`: seconds end to end (the extraction, in a folder of its own, included), the extractions' timing
+    and the epochs'."""
+    from fracture import Trainer
+
+    keras.utils.set_random_seed(spec["seed"])
+    recipe, epochs = classifier(), LoopTimer(spec["process_start"])
+    suffix = "" if precision == "float32" else f"_{precision}"
+    callbacks, checkpoint = fracture_callbacks(spec, f"fracture_checkpoints{suffix}")
+    trainer = Trainer(
+        epochs=spec["epochs"],
+        progress=False,
+        callbacks=[*callbacks, epochs],
+        feature_cache=True,
+        feature_cache_views=spec["views"],
+        feature_cache_dir=Path(spec["out_dir"]) / f"features{suffix}",  # empty: the extraction is measured
+        extraction_precision=precision,
+    )
+    start = time.time()
+    datamodule = data()  # a fresh one: the recipe decodes its images itself, as a new run would
+    trainer.fit(recipe, datamodule)
+    figures = {"recipe_s": time.time() - start, "extractions": trainer.features.extractions, **epoch_figures(epochs)}
+    return figures, checkpoint, datamodule
+
+
+def wants_bfloat16_recipe(setting: bool | str) -> bool:
+    """`bench.bfloat16_recipe`: true, false, or auto (where OpenVINO runs bfloat16 on this processor)."""
+    if setting != "auto":
+        return bool(setting)
+    from fracture.models.engines import installed
+    from fracture.models.runtimes import openvino_has_bfloat16
+
+    return installed("openvino") and openvino_has_bfloat16()
+
+
+def measure_bfloat16_recipe(spec: dict, data, classifier, expected_images: int) -> dict:
+    """The recipe again with its features extracted in bfloat16 (`trainer.extraction_precision`), in a cache
+    root of its own (it converts its backbone as a first run would), and the validation AUROC of its best
+    checkpoint predicted in float32, as every prediction is: whether the head lost anything to the rounding."""
+    from fracture import load_predictor
+    from fracture.data.pipeline import predict_full_batches
+
+    with cache_root_at(Path(spec["out_dir"]) / "cache-bfloat16"):
+        figures, checkpoint, datamodule = measure_recipe(spec, data, classifier, "bfloat16")
+        predictor = load_predictor(checkpoint.best_path, expected_images=expected_images)
+        scores = predict_full_batches(
+            predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
+        )
+    return {**figures, "val_auroc": float(roc_auc_score(datamodule.labels("val"), scores))}
 
 
 def use_jax_settings(spec: dict) -> None:

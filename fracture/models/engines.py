@@ -11,6 +11,10 @@ inference, so they may run on whichever engine is fastest here, as long as the o
 Every engine other than Keras is checked when built: its outputs on a parity batch must stay within
 `PARITY_RELATIVE` of the largest Keras output, or the build fails with `EngineMismatch` (see `check_parity`).
 
+OpenVINO may also run in bfloat16 (`precision="bfloat16"`, for the feature cache's backbone only, by request:
+`trainer.extraction_precision`) on processors with bfloat16 instructions (AVX512_BF16 or AMX), where it is
+about twice as fast; its outputs then differ from Keras' by about 1% (see `PARITY_RELATIVE_BFLOAT16`).
+
 `auto` picks OpenVINO, else ONNX Runtime, else Keras, with three exceptions where converting costs more than it
 saves: a model whose precision policy is not float32 (the converted models are float32) stays on Keras; and
 so, when no converted model is stored yet, does a model on JAX (jax2onnx took 2.5 minutes for EfficientNetB3)
@@ -45,8 +49,14 @@ CONVERT_MIN_IMAGES = 2000  # about where 25 s of conversion is won back on batch
 # An engine's outputs may differ from Keras' by at most this fraction of the largest Keras output: 2^-10,
 # float16's relative spacing, so an engine moves a cached float16 feature by at most about one step. float32
 # engines that reorder sums differ by about 5e-7 of the largest output (measured); bfloat16 (8 bits of
-# mantissa) by about 1e-2, which fails.
+# mantissa) by about 1e-2, which fails (it has its own bound, `PARITY_RELATIVE_BFLOAT16`).
 PARITY_RELATIVE = 2.0**-10
+PRECISIONS = ("float32", "bfloat16")
+# bfloat16 keeps 8 significant bits (relative rounding 2^-8, 0.4%); through EfficientNetB3 the backbone's
+# features moved by 0.9% of the largest (measured). This bound is not a rounding bound but a guard against a
+# broken conversion (wrong weights or layout move outputs by about their own size): whether the rounding costs
+# the head anything is for the benchmark to show, which trains it on both precisions' features side by side.
+PARITY_RELATIVE_BFLOAT16 = 2.0**-4
 ONNX_FORMAT = "fracture-onnx/1"
 
 
@@ -63,6 +73,7 @@ class Engine:
     setup_s: float  # converting, compiling or freezing, once
     max_abs_difference: float | None = None  # against Keras on the parity batch; None for Keras itself
     bound: float | None = None
+    precision: str = "float32"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.run(batch))
@@ -73,6 +84,7 @@ class Engine:
             "engine_setup_s": self.setup_s,
             "parity_max_abs_difference": self.max_abs_difference,
             "parity_bound": self.bound,
+            "precision": self.precision,
         }
 
 
@@ -84,13 +96,20 @@ def installed(name: str) -> bool:
     return converter is not None and all(importlib.util.find_spec(module) for module in (name, converter))
 
 
-def choose_engine(requested: str, model: keras.Model | None = None, images: int | None = None, setting="") -> str:
+def choose_engine(
+    requested: str, model: keras.Model | None = None, images: int | None = None, setting="", precision="float32"
+) -> str:
     """The engine to build for `requested` (auto, keras, onnxruntime or openvino), for a job of `images`
-    images (None: unbounded, as a service's). `setting` names the config key in errors."""
+    images (None: unbounded, as a service's), at `precision` (`PRECISIONS`). `setting` names the config key in
+    errors."""
     setting = setting or "the engine"
     if requested not in ("auto", *ENGINES):
         raise ConfigError(f"{setting} must be auto, {', '.join(ENGINES)}; got {requested!r}.")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"the precision of {setting} must be one of {PRECISIONS}, got {precision!r}.")
     float32 = keras.config.dtype_policy().name == "float32" and (model is None or model.dtype_policy.name == "float32")
+    if precision == "bfloat16":
+        return check_bfloat16(requested, setting, float32)
     if requested != "auto":
         if requested != "keras" and not installed(requested):
             converter = CONVERTERS.get(keras.backend.backend(), "a Keras backend with an ONNX export")
@@ -111,6 +130,25 @@ def choose_engine(requested: str, model: keras.Model | None = None, images: int 
     if (on_jax or small) and not (model is not None and onnx_entry(model)[0].exists()):
         return "keras"
     return next((name for name in AUTO_ORDER if installed(name)), "keras")
+
+
+def check_bfloat16(requested: str, setting: str, float32_model: bool) -> str:
+    """ "openvino", if it can run bfloat16 here for `requested` (auto or openvino) and a float32 model; else a
+    `ConfigError`."""
+    if not float32_model:
+        raise ConfigError("a bfloat16 engine runs float32 models only; drop the mixed precision policy.")
+    if requested not in ("auto", "openvino"):
+        raise ConfigError(f"bfloat16 runs on the openvino engine only; set {setting}=openvino (or auto).")
+    if not installed("openvino"):
+        raise ConfigError(f"bfloat16 runs on OpenVINO: pip install 'fracture[export]' (asked for by {setting}).")
+    from fracture.models.runtimes import openvino_has_bfloat16
+
+    if not openvino_has_bfloat16():
+        raise ConfigError(
+            "this processor has no bfloat16 instructions (AVX512_BF16 or AMX), so OpenVINO would run float32 "
+            "anyway: use float32."
+        )
+    return "openvino"
 
 
 def onnx_entry(model: keras.Model) -> tuple[Path, dict]:
@@ -139,10 +177,15 @@ def onnx_model(model: keras.Model) -> Path:
 
 
 def build_engine(
-    model: keras.Model, name: str, parity_batch: np.ndarray | None = None, batched: bool = False
+    model: keras.Model,
+    name: str,
+    parity_batch: np.ndarray | None = None,
+    batched: bool = False,
+    precision: str = "float32",
 ) -> Engine:
     """`name` (not auto: see `choose_engine`) built for `model`, checked on `parity_batch` when given; `batched`:
-    for a job of whole batches rather than one image at a time (OpenVINO's streams, `openvino_runner`)."""
+    for a job of whole batches rather than one image at a time (OpenVINO's streams, `openvino_runner`);
+    `precision`: bfloat16 on OpenVINO only (see `check_bfloat16`)."""
     began = time.perf_counter()
     if name == "keras":
         from fracture.models.frozen import frozen_inference
@@ -151,22 +194,30 @@ def build_engine(
     from fracture.models.runtimes import onnx_runner, openvino_runner
 
     path = onnx_model(model)
-    runner = openvino_runner(path, batched=batched) if name == "openvino" else onnx_runner(path)
-    engine = Engine(name, runner, time.perf_counter() - began)
+    if name == "openvino":
+        runner = openvino_runner(path, "bf16" if precision == "bfloat16" else "f32", batched)
+    else:
+        runner = onnx_runner(path)
+    engine = Engine(name, runner, time.perf_counter() - began, precision=precision)
     if parity_batch is not None:
         check_parity(engine, model, parity_batch)
     return engine
 
 
 def engine_for(
-    model: keras.Model, requested: str, images: int | None = None, setting: str = "", batched: bool = False
+    model: keras.Model,
+    requested: str,
+    images: int | None = None,
+    setting: str = "",
+    batched: bool = False,
+    precision: str = "float32",
 ) -> Engine:
-    """The engine `choose_engine` picks for `model` and a job of `images` images, built (`batched`: see
-    `build_engine`) and checked on the parity images (`fracture.data.reference_images`)."""
+    """The engine `choose_engine` picks for `model`, a job of `images` images and `precision`, built
+    (`batched`: see `build_engine`) and checked on the parity images (`fracture.data.reference_images`)."""
     from fracture.data.reference_images import reference_batch  # TensorFlow's resize: not at import time
 
-    name = choose_engine(requested, model, images, setting)
-    return build_engine(model, name, reference_batch(model.input_shape[1]), batched)
+    name = choose_engine(requested, model, images, setting, precision)
+    return build_engine(model, name, reference_batch(model.input_shape[1]), batched, precision)
 
 
 def check_parity(engine: Engine, model: keras.Model, batch: np.ndarray) -> Engine:
@@ -175,7 +226,8 @@ def check_parity(engine: Engine, model: keras.Model, batch: np.ndarray) -> Engin
     expected = np.asarray(model.predict_on_batch(batch), np.float64)
     actual = np.asarray(engine(batch), np.float64).reshape(expected.shape)
     engine.max_abs_difference = float(np.max(np.abs(actual - expected)))
-    engine.bound = PARITY_RELATIVE * float(np.max(np.abs(expected)))
+    relative = PARITY_RELATIVE_BFLOAT16 if engine.precision == "bfloat16" else PARITY_RELATIVE
+    engine.bound = relative * float(np.max(np.abs(expected)))
     if not engine.max_abs_difference <= engine.bound:  # NaN fails too
         raise EngineMismatch(
             f"the {engine.name} engine's outputs differ from Keras' by {engine.max_abs_difference:.3g} on "

@@ -30,7 +30,7 @@ IN_FLIGHT_PER_ACTOR = 2  # one batch computing, one waiting: the actors never id
 class BackboneActor:
     """Holds one copy of the backbone on its inference engine and returns its features for batches."""
 
-    def __init__(self, model_bytes: bytes, backend: dict, engine: str, images: int | None):
+    def __init__(self, model_bytes: bytes, backend: dict, engine: str, images: int | None, precision: str):
         from fracture.models.engines import engine_for
 
         prepare_actor_backend(backend)
@@ -38,7 +38,7 @@ class BackboneActor:
             path = Path(folder) / "backbone.keras"
             path.write_bytes(model_bytes)
             backbone = keras.saving.load_model(path, compile=False)
-        self.forward = engine_for(backbone, engine, images, setting="trainer.extraction_engine")
+        self.forward = engine_for(backbone, engine, images, "trainer.extraction_engine", precision=precision)
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         return self.forward(batch)
@@ -63,11 +63,14 @@ class RayBackbones:
         backend: `compilation_cache` and `fast_depthwise_conv` for the actors, as the entry point set them here.
     """
 
-    def __init__(self, settings: RaySettings, backend: dict | None = None, engine: str = "auto"):
+    def __init__(
+        self, settings: RaySettings, backend: dict | None = None, engine: str = "auto", precision: str = "float32"
+    ):
         require_ray()
         self.settings = settings
         self.backend = backend or {}
         self.engine = engine
+        self.precision = precision
         self._report: dict = {}
 
     def report(self) -> dict:
@@ -83,7 +86,10 @@ class RayBackbones:
         with ray_session(self.settings) as settings:
             actor_class = ray.remote(BackboneActor).options(**settings.actor_options())
             weights = ray.put(model_bytes(backbone))
-            actors = [actor_class.remote(weights, self.backend, self.engine, images) for _ in range(settings.actors)]
+            actors = [
+                actor_class.remote(weights, self.backend, self.engine, images, self.precision)
+                for _ in range(settings.actors)
+            ]
             pending: deque = deque()
             try:
                 self._report = ray.get(actors[0].report.remote())

@@ -95,6 +95,8 @@ class Trainer:
             `cpus_per_actor` (`fracture.ray_cluster.RaySettings`) and the actors' `backend` set-up.
         extraction_engine: the inference engine of the cache's backbone passes: "auto", "keras", "onnxruntime"
             or "openvino", checked against Keras when built (`fracture.models.engines`).
+        extraction_precision: "float32", or "bfloat16" on OpenVINO where the processor has bfloat16
+            instructions: about twice as fast, with features about 1% off; judge it on your validation set.
         num_processes: data-parallel training processes (JAX only; `fracture.training.distributed`). Each trains
             on its shard of the training files (`FractureDataModule.shard_training`) and drives its own devices;
             the global batch stays `data.batch_size`. Only process 0 writes checkpoints and backups.
@@ -125,6 +127,7 @@ class Trainer:
         feature_cache_engine: str = "local",
         feature_cache_ray: dict | None = None,
         extraction_engine: str = "auto",
+        extraction_precision: str = "float32",
         num_processes: int = 1,
         process_id: int | None = None,
         coordinator: str | None = None,
@@ -175,7 +178,7 @@ class Trainer:
         self.features = FeatureCache(
             feature_cache_dir,
             feature_cache_views,
-            backbone_runner(feature_cache_engine, feature_cache_ray, extraction_engine),
+            backbone_runner(feature_cache_engine, feature_cache_ray, extraction_engine, extraction_precision),
         )
         self.limits = BatchLimits(limit_train_batches, limit_val_batches, overfit_batches)
         self.streams = StreamChooser(feature_cache, self.features, self.limits, fast_dev_run)
