@@ -48,6 +48,8 @@ def test_bfloat16_is_chosen_only_on_openvino_and_a_processor_that_has_it(monkeyp
     # The trainer refuses it when built, before any image is read.
     with pytest.raises(ConfigError, match="no bfloat16 instructions"):
         Trainer(extraction_precision="bfloat16", progress=False)
+    with pytest.raises(ConfigError, match="trainer.extraction_precision must be one of .*got 'int8'"):
+        Trainer(extraction_precision="int8", progress=False)
     monkeypatch.setattr(engines, "installed", lambda name: name == "keras")
     with pytest.raises(ConfigError, match="pip install 'fracture\\[export\\]'"):
         choose_engine("auto", setting=setting, precision="bfloat16")

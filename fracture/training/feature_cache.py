@@ -17,9 +17,9 @@ The backbone's passes run here (`LocalBackbone`) or on Ray actors (`trainer.feat
 `fracture.training.ray_extraction`), with the same images, key and entry either way, on the inference engine of
 `trainer.extraction_engine` (Keras' frozen graph, ONNX Runtime or OpenVINO: `fracture.models.engines`), which is
 checked against Keras when built. The engine is not part of the key: every float32 engine's features agree
-within 2^-10 of the largest, about one float16 step. The extraction's precision is (`trainer.
-extraction_precision=bfloat16`, OpenVINO on processors with bfloat16 instructions: about twice as fast, with
-features about 1% off).
+within 2^-10 of the largest, about one float16 step. The extraction's precision is part of it: bfloat16
+(`trainer.extraction_precision`, OpenVINO on processors with bfloat16 instructions) is about twice as fast,
+with features about 1% off.
 
 Two differences from the uncached path, on purpose: the backbone runs in inference mode, so EfficientNet's
 stochastic-depth dropout inside a frozen base is off (as Keras' transfer-learning guide advises for a
@@ -48,11 +48,10 @@ from fracture.data.pipeline import epoch_order, numpy_rows
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder, check_writable
 from fracture.models.digest import model_digest
-from fracture.models.engines import Engine, choose_engine, engine_for
+from fracture.models.engines import PRECISIONS, Engine, choose_engine, engine_for
 from fracture.training.distributed import gather_shards, on_this_process, outside_distribution
 
-# 3: entries carry a checked record; 4: images read as prediction reads them; 5: the extraction's precision
-CACHE_FORMAT = "fracture-features/5"
+CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
 FEATURE_DTYPE = np.float16
 # Images per backbone call while extracting: measured on a 2-core CPU (EfficientNetB3, 224 px), 32 ran at
 # 28 img/s against 24 for 16 and 27 for 64.
@@ -136,6 +135,8 @@ class LocalBackbone:
 def backbone_runner(name: str, ray_options: dict | None, engine: str = "auto", precision: str = "float32"):
     """What runs the backbone for the feature cache: `LocalBackbone`, or `RayBackbones` for "ray", each on
     the inference engine `engine` at `precision`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.extraction_precision must be one of {PRECISIONS}, got {precision!r}.")
     if name == "local":
         return LocalBackbone(engine, precision)
     if name != "ray":
