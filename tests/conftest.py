@@ -63,6 +63,13 @@ def synthetic_root(tmp_path_factory) -> Path:
     return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synthetic", 24, 8, 8, image_size=64, seed=0)
 
 
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch) -> Path:
+    """fracture's cache root (ONNX conversions, decoded images) in this test's folder."""
+    monkeypatch.setenv("FRACTURE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="session")
 def real_root(tmp_path_factory) -> Path:
     """A copy of a few real radiographs per split and class: three source ids, each with its original

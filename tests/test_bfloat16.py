@@ -21,12 +21,6 @@ needs_bfloat16 = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def cache_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("FRACTURE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def tiny_backbone():
     keras.utils.set_random_seed(3)
     model = FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8).configure_model()

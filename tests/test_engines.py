@@ -17,12 +17,6 @@ from fracture.training.feature_cache import FeatureCache, LocalBackbone
 pytestmark = pytest.mark.backend
 
 
-@pytest.fixture
-def cache_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("FRACTURE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def tiny_model():
     keras.utils.set_random_seed(3)
     return FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8).configure_model()
