@@ -63,8 +63,8 @@ def single_image_ms(run, image: np.ndarray, repeats: int) -> float:
 
 
 def build(model, name: str, batched: bool):
-    """Engine `name` for `model` (`batched`: see `build_engine`), or one of the OpenVINO variants measured as
-    information (see the module)."""
+    """Engine `name` for `model` (`batched`: see `build_engine`), or one of the OpenVINO variants (see the
+    module)."""
     from fracture.models.engines import build_engine
 
     if name == BFLOAT16:

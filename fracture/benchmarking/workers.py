@@ -183,7 +183,8 @@ def wants_bfloat16_recipe(setting: bool | str) -> bool:
 def measure_bfloat16_recipe(spec: dict, data, classifier, expected_images: int) -> dict:
     """The recipe again with its features extracted in bfloat16 (`trainer.extraction_precision`), in a cache
     root of its own (it converts its backbone as a first run would), and the validation AUROC of its best
-    checkpoint predicted in float32, as every prediction is: whether the head lost anything to the rounding."""
+    checkpoint predicted in float32, as every prediction is. One run per precision is a first look at what the
+    rounding costs the head; `benchmarks/bfloat16_heads.py` compares several seeds on both runs' features."""
     from fracture import load_predictor
     from fracture.data.pipeline import predict_full_batches
 
@@ -193,7 +194,8 @@ def measure_bfloat16_recipe(spec: dict, data, classifier, expected_images: int) 
         scores = predict_full_batches(
             predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
         )
-    return {**figures, "val_auroc": float(roc_auc_score(datamodule.labels("val"), scores))}
+    auroc = float(roc_auc_score(datamodule.labels("val"), scores))
+    return {**figures, "val_auroc": auroc, "checkpoint": str(checkpoint.best_path)}
 
 
 def use_jax_settings(spec: dict) -> None:
