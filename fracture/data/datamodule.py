@@ -137,6 +137,7 @@ class FractureDataModule:
         self.decode_cache = decode_cache
         self._decoded: dict[str, DecodedImages] = {}
         self.seed = seed
+        self.augmentation()  # a wrong setting fails here, not when the first training batch is drawn
         self.split = split
         self.test_fraction = test_fraction
         self.folds, self.fold = folds, fold
@@ -369,7 +370,7 @@ class FractureDataModule:
         return self._decoded[split]
 
     def augmentation(self):
-        """A new training augmentation pipeline (seeded), or None when augmentation is off."""
+        """The training augmentation (`fracture.data.augmentation.Augmentation`, seeded), or None when it is off."""
         if self.augmentation_options is None:
             return None
         return build_augmentation(**self.augmentation_options, seed=self.seed)

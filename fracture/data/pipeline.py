@@ -101,7 +101,9 @@ def make_dataset(
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda images, label: (tf.cast(images, tf.float32), label), num_parallel_calls=autotune)
     if training and augmentation is not None:
-        ds = ds.map(lambda images, label: (augmentation(images, training=True), label), num_parallel_calls=autotune)
+        ds = tf.data.Dataset.zip(ds, augmentation.seeds()).map(
+            lambda batch, seed: (augmentation.tf_apply(batch[0], seed), batch[1]), num_parallel_calls=autotune
+        )
     return ds.prefetch(autotune)
 
 
@@ -118,20 +120,22 @@ def epoch_order(ds: tf.data.Dataset, count: int, seed: int | None, per_epoch: in
 def view_dataset(images: np.ndarray, batch_size: int, views: int, augmentation=None) -> tf.data.Dataset:
     """Batches of `views` copies of decoded uint8 `images`, in order: float32 `(views, B, H, W, 3)` in 0..255.
 
-    View 0 is the image as evaluation sees it; views 1.. are drawn from `augmentation`, which runs as
-    TensorFlow graph ops inside `tf.data` on every Keras backend. The stream adds no prefetch and maps in
-    order: the feature cache asks for a batch when the backbone is done with the last, so that they do not
-    compete for the cores (a prefetching stream ran at 23 to 45 img/s from one run to the next on 2 cores;
-    this one at 31 to 34 with two views).
+    View 0 is the image as evaluation sees it; views 1.. are drawn from `augmentation`
+    (`fracture.data.augmentation`), each from its own seed of `augmentation.seeds()`. The stream adds no
+    prefetch and maps in order: the feature cache asks for a batch when the backbone is done with the last, so
+    that they do not compete for the cores (a prefetching stream ran at 23 to 45 img/s from one run to the next
+    on 2 cores; this one at 31 to 34 with two views).
     """
     if views > 1 and augmentation is None:
         raise ValueError("views beyond the first need an augmentation")
 
-    def with_views(indices):
+    def with_views(indices, seeds):
         batch = tf.cast(numpy_rows(lambda i: images[i], [indices], tf.uint8, images.shape[1:]), tf.float32)
-        return tf.stack([batch] + [augmentation(batch, training=True) for _ in range(views - 1)])
+        return tf.stack([batch] + [augmentation.tf_apply(batch, seeds[view]) for view in range(views - 1)])
 
-    return tf.data.Dataset.range(len(images)).batch(batch_size).map(with_views)
+    batches = tf.data.Dataset.range(len(images)).batch(batch_size)
+    seeds = augmentation.seeds().batch(views - 1) if views > 1 else tf.data.Dataset.from_tensors([0]).repeat()
+    return tf.data.Dataset.zip(batches, seeds).map(with_views)
 
 
 def predict_full_batches(predict, dataset: tf.data.Dataset, batch_size: int) -> np.ndarray:

@@ -51,7 +51,8 @@ from fracture.models.digest import model_digest
 from fracture.models.engines import PRECISIONS, Engine, choose_engine, engine_for
 from fracture.training.distributed import gather_shards, on_this_process, outside_distribution
 
-CACHE_FORMAT = "fracture-features/4"  # 3: entries carry a checked record; 4: images read as prediction reads them
+CACHE_FORMAT = "fracture-features/5"  # 3: entries carry a checked record; 4: images read as prediction reads them;
+# 5: augmented views resampled once (fracture.data.augmentation)
 FEATURE_DTYPE = np.float16
 # Images per backbone call while extracting: measured on a 2-core CPU (EfficientNetB3, 224 px), 32 ran at
 # 28 img/s against 24 for 16 and 27 for 64.
