@@ -43,6 +43,8 @@ def _inputs(cfg: DictConfig) -> list[str]:
         raise ConfigError(f"batch_size must be at least 1, got {cfg.batch_size}.")
     if cfg.engine not in ("local", "ray"):
         raise ConfigError(f"engine must be local or ray, got {cfg.engine!r}.")
+    if cfg.engine == "ray" and cfg.precision != "float32":
+        raise ConfigError("precision=bfloat16 runs with engine=local only; drop one of them.")
     return [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
 
 
@@ -55,7 +57,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
         raise ConfigError(f"no images found in inputs={inputs}.")
     limits = ShapeLimits(int(cfg.min_side), float(cfg.max_aspect))
     # With overlays, every prediction runs through Grad-CAM on the Keras model, never on an engine.
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels, limits, cfg.runtime, len(paths))
+    engine = dict(runtime=cfg.runtime, expected_images=len(paths), precision=cfg.precision)
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, cfg.max_pixels, limits, **engine)
     explain = cfg.explain.overlays and predictor.can_explain
     annotations = read_coco(cfg.explain.annotations) if explain and cfg.explain.annotations else {}
     if cfg.explain.overlays and not explain:

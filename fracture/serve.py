@@ -55,7 +55,7 @@ def serve(cfg: DictConfig) -> None:
     from fracture.models.checkpoint import checkpoint_id
     from fracture.models.engines import choose_engine
 
-    choose_engine(str(settings.runtime), setting="serve.runtime")
+    choose_engine(str(settings.runtime), setting="serve.runtime", precision=str(settings.precision))
 
     prepare_backend(cfg)
     limits = ServeSettings(
@@ -66,19 +66,22 @@ def serve(cfg: DictConfig) -> None:
         max_aspect=float(settings.max_aspect),
     )
     if cfg.engine == "ray":
+        if settings.precision != "float32":
+            raise ConfigError("serve.precision=bfloat16 runs with engine=local only; drop one of them.")
         serve_replicas(cfg, limits)
         return
     from fracture.serving.batching import BatchingWorker
     from fracture.serving.worker import ModelWorker
 
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels, runtime=str(settings.runtime))
+    engine = dict(runtime=str(settings.runtime), precision=str(settings.precision))
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels, **engine)
     predictor.warm_up()  # the first request should not pay for building the engine and compiling
     worker = ModelWorker(predictor)
     if int(settings.max_batch_size) > 1:
         batching = (int(settings.max_batch_size), float(settings.batch_wait_ms), int(settings.max_queued))
         worker = BatchingWorker(worker, *batching)
     app = create_app(predictor, checkpoint_id(cfg.ckpt_path), limits, worker=worker)
-    engine = predictor.engine.name if predictor.engine else "onnxruntime (an exported model)"
+    engine = predictor.engine.label if predictor.engine else "onnxruntime (an exported model)"
     log.info(
         "serving %s on http://%s:%d with the %s engine (not a medical device)",
         cfg.ckpt_path,

@@ -126,6 +126,10 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     assert figures["flop_ceiling_fraction"] == pytest.approx(32.0 * 1.98 / 200.0)
     labels = [row[0].strip() for row in rows(figures, 2)]
     assert any(label.startswith("(e)") for label in labels) and "*" not in "".join(labels)
+    bfloat16_row = "validation AUROC, the recipe's checkpoint predicted in bfloat16"
+    assert bfloat16_row not in labels  # not measured: no row
+    figures["val_auroc_bfloat16_prediction"] = 0.88
+    assert {row[0].strip(): row[1] for row in rows(figures, 2)}[bfloat16_row] == "0.880 (float32 0.900)"
     # Each engine's rows: its backbone rate as a share of the matmul rate, and its parity against the bound.
     engine_rows = {row[0]: row[1:] for row in rows(figures, 2) if row[0].startswith("engine ")}
     assert engine_rows["engine openvino: backbone, batches of 32"] == (

@@ -76,6 +76,9 @@ def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
         ),
     ]
     out += bfloat16_rows(figures.get("bfloat16_recipe"), figures)
+    if figures.get("val_auroc_bfloat16_prediction") is not None:
+        predicted = f"{figures['val_auroc_bfloat16_prediction']:.3f} (float32 {figures['val_auroc']['fracture']:.3f})"
+        out.append(("    validation AUROC, the recipe's checkpoint predicted in bfloat16", predicted, "", ""))
     if figures["onnx_conversion_s"]:
         conversion = format_value(figures["onnx_conversion_s"], "s")
         out.append(("    engines: converting backbone and classifier to ONNX, once", conversion, "", ""))

@@ -210,6 +210,7 @@ def backend_figures(fracture: dict, port: dict, full: dict, used: dict, settings
         "recipe_s": {"fracture": fracture_recipe, "port": port_recipe},
         "recipe_speedup": port_recipe / fracture_recipe,
         "val_auroc": {"fracture": fracture["val_auroc"], "port": port["val_auroc"]},
+        "val_auroc_bfloat16_prediction": fracture.get("val_auroc_bfloat16_prediction"),
         "predict_warm_ms": {"fracture": fracture["predict_warm_ms"], "port": port["predict_warm_ms"]},
         "predict_cold_s": {"fracture": fracture["predict_cold_s"], "port": port["predict_cold_s"]},
         "first_step_s": {"fracture": fracture["first_step_s"], "port": port["first_step_s"]},

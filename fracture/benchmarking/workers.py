@@ -137,6 +137,10 @@ def measure_fracture(spec: dict) -> dict:
         predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
     )
     result["val_auroc"] = float(roc_auc_score(datamodule.labels("val"), scores))
+    if spec["measure_engines"] and wants_bfloat16_recipe("auto"):
+        with cache_root_at(Path(spec["out_dir"]) / "engines-cache"):  # the classifier's conversion is stored there
+            auroc = bfloat16_prediction_auroc(checkpoint.best_path, datamodule)
+        result["val_auroc_bfloat16_prediction"] = auroc
     result["predict_warm_ms"] = median_ms(lambda: predictor.predict(spec["image"]), spec["repeats"])
     result["predict_engine"] = predictor.engine.name
     result["checkpoint"] = str(checkpoint.best_path)
@@ -174,10 +178,9 @@ def wants_bfloat16_recipe(setting: bool | str) -> bool:
     """`bench.bfloat16_recipe`: true, false, or auto (where OpenVINO runs bfloat16 on this processor)."""
     if setting != "auto":
         return bool(setting)
-    from fracture.models.engines import installed
-    from fracture.models.runtimes import openvino_has_bfloat16
+    from fracture.models.engines import bfloat16_available
 
-    return installed("openvino") and openvino_has_bfloat16()
+    return bfloat16_available()
 
 
 def measure_bfloat16_recipe(spec: dict, data, classifier, expected_images: int) -> dict:
@@ -196,6 +199,21 @@ def measure_bfloat16_recipe(spec: dict, data, classifier, expected_images: int) 
         )
     auroc = float(roc_auc_score(datamodule.labels("val"), scores))
     return {**figures, "val_auroc": auroc, "checkpoint": str(checkpoint.best_path)}
+
+
+def bfloat16_prediction_auroc(checkpoint: Path, datamodule) -> float:
+    """The validation AUROC of `checkpoint` predicted on OpenVINO in bfloat16 (`serve.precision=bfloat16`), to
+    set beside its float32 AUROC: what rounding the prediction costs this model."""
+    from fracture import load_predictor
+    from fracture.data.pipeline import predict_full_batches
+
+    images = len(datamodule.labels("val"))
+    predictor = load_predictor(checkpoint, expected_images=images, precision="bfloat16")
+    predictor.warm_up()
+    scores = predict_full_batches(
+        predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
+    )
+    return float(roc_auc_score(datamodule.labels("val"), scores))
 
 
 def use_jax_settings(spec: dict) -> None:

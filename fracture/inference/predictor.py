@@ -65,6 +65,9 @@ class Predictor:
             "onnxruntime", "openvino" or "auto", built from the second prediction on (or by `warm_up`) and
             checked against Keras when built. Grad-CAM always runs on the Keras model.
         expected_images: how many images this predictor will see (None: unbounded, as a service), for auto.
+        precision: "float32", or "bfloat16" on OpenVINO where the processor has bfloat16 instructions: faster,
+            with probabilities slightly moved (judge it on your validation images against float32 first; see
+            docs/engines.md). Grad-CAM stays float32.
     """
 
     def __init__(
@@ -76,9 +79,10 @@ class Predictor:
         limits: ShapeLimits | None = DEFAULT_LIMITS,
         runtime: str = "auto",
         expected_images: int | None = None,
+        precision: str = "float32",
     ):
-        choose_engine(runtime, setting="runtime")  # a wrong name fails before any work
-        self.runtime, self.expected_images = runtime, expected_images
+        choose_engine(runtime, setting="runtime", precision=precision)  # a wrong setting fails before any work
+        self.runtime, self.expected_images, self.precision = runtime, expected_images, precision
         self.model = model
         self.max_pixels = max_pixels
         self.limits = limits
@@ -151,7 +155,8 @@ class Predictor:
 
     def _freeze(self) -> None:
         if isinstance(self.model, keras.Model):
-            self._frozen = engine_for(self.model, self.runtime, self.expected_images, setting="runtime")
+            images, precision = self.expected_images, self.precision
+            self._frozen = engine_for(self.model, self.runtime, images, setting="runtime", precision=precision)
 
     @property
     def is_frozen(self) -> bool:
@@ -216,11 +221,12 @@ def load_predictor(
     limits: ShapeLimits | None = DEFAULT_LIMITS,
     runtime: str = "auto",
     expected_images: int | None = None,
+    precision: str = "float32",
 ) -> Predictor:
     """Load a fracture checkpoint (`.keras`) or an exported `model.onnx` once, for repeated prediction; a
-    `.keras` model runs on `runtime` (see `Predictor`), an exported one on ONNX Runtime."""
+    `.keras` model runs on `runtime` at `precision` (see `Predictor`), an exported one on ONNX Runtime."""
     if Path(ckpt_path).suffix.lower() == ".onnx":
         onnx = OnnxModel(Path(ckpt_path).expanduser())
         return Predictor(onnx, read_contract(ckpt_path), gradcam_layer, max_pixels, limits)
     model, metadata = load_checkpoint(ckpt_path, compile=False)
-    return Predictor(model, metadata, gradcam_layer, max_pixels, limits, runtime, expected_images)
+    return Predictor(model, metadata, gradcam_layer, max_pixels, limits, runtime, expected_images, precision)

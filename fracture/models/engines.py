@@ -11,9 +11,10 @@ inference, so they may run on whichever engine is fastest here, as long as the o
 Every engine other than Keras is checked when built: its outputs on a parity batch must stay within
 `PARITY_RELATIVE` of the largest Keras output, or the build fails with `EngineMismatch` (see `check_parity`).
 
-OpenVINO may also run in bfloat16 (`precision="bfloat16"`, for the feature cache's backbone only, by request:
-`trainer.extraction_precision`) on processors with bfloat16 instructions (AVX512_BF16 or AMX), where it is
-about twice as fast; its outputs then differ from Keras' by about 1% (see `PARITY_RELATIVE_BFLOAT16`).
+OpenVINO may also run in bfloat16 (`precision="bfloat16"`, by request: `trainer.extraction_precision` for the
+feature cache's backbone, `serve.precision` and `predict.precision` for predictions) on processors with
+bfloat16 instructions (AVX512_BF16 or AMX), where it is about twice as fast; its outputs then differ from
+Keras' by about 1% (see `PARITY_RELATIVE_BFLOAT16`).
 
 `auto` picks OpenVINO, else ONNX Runtime, else Keras, with three exceptions where converting costs more than it
 saves: a model whose precision policy is not float32 (the converted models are float32) stays on Keras; and
@@ -78,6 +79,11 @@ class Engine:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.run(batch))
 
+    @property
+    def label(self) -> str:
+        """The engine's name, with its precision when that is not float32 ("openvino bfloat16")."""
+        return self.name if self.precision == "float32" else f"{self.name} {self.precision}"
+
     def report(self) -> dict:
         return {
             "engine": self.name,
@@ -130,6 +136,13 @@ def choose_engine(
     if (on_jax or small) and not (model is not None and onnx_entry(model)[0].exists()):
         return "keras"
     return next((name for name in AUTO_ORDER if installed(name)), "keras")
+
+
+def bfloat16_available() -> bool:
+    """Whether OpenVINO is installed and runs bfloat16 on this processor."""
+    from fracture.models.runtimes import openvino_has_bfloat16
+
+    return installed("openvino") and openvino_has_bfloat16()
 
 
 def check_bfloat16(requested: str, setting: str, float32_model: bool) -> str:
