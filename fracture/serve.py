@@ -73,8 +73,8 @@ def serve(cfg: DictConfig) -> None:
     from fracture.serving.batching import BatchingWorker
     from fracture.serving.worker import ModelWorker
 
-    engine = dict(runtime=str(settings.runtime), precision=str(settings.precision))
-    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels, **engine)
+    engine_options = dict(runtime=str(settings.runtime), precision=str(settings.precision))
+    predictor = load_predictor(cfg.ckpt_path, cfg.gradcam_layer, limits.max_pixels, **engine_options)
     predictor.warm_up()  # the first request should not pay for building the engine and compiling
     worker = ModelWorker(predictor)
     if int(settings.max_batch_size) > 1:

@@ -109,7 +109,7 @@ def test_the_benchmark_trains_the_recipe_on_bfloat16_features_and_scores_it_in_f
     def classifier():
         return FractureClassifier("tiny_cnn", weights=None, image_size=32, dense_units=8, freeze_base=True)
 
-    figures = measure_bfloat16_recipe(spec, data, classifier, expected_images=10)
+    figures = measure_bfloat16_recipe(spec, data, classifier)
     train, val = figures["extractions"]
     assert train["precision"] == val["precision"] == "bfloat16" and train["engine"] == "openvino"
     assert train["images"] == 2 * len(data().labels("train"))  # two views, as the float32 recipe
@@ -123,3 +123,9 @@ def test_the_benchmark_trains_the_recipe_on_bfloat16_features_and_scores_it_in_f
     worker = tmp_path / "worker"
     assert {path.name for path in worker.iterdir()} >= {"fracture_checkpoints_bfloat16", "features_bfloat16"}
     assert (worker / "cache-bfloat16").is_dir()
+
+
+def test_the_bfloat16_recipe_worker_measures_nothing_where_the_setting_leaves_it_out():
+    from fracture.benchmarking.workers import TASKS
+
+    assert TASKS["fracture_bfloat16"]({"bfloat16_recipe": False}) == {}

@@ -287,6 +287,9 @@ def run_benchmark(root: str | Path, out_dir: str | Path, settings: BenchSettings
         if used != full:  # a subset: time at most the batches it has, after the warm-up one
             spec["batches"] = max(1, min(settings.batches, used["train"] // port.BATCH_SIZE - 1))
         measured = {side: run_worker(side, backend, spec, folder) for side in ("port", "fracture")}
+        if spec["bfloat16_recipe"]:
+            bfloat16 = run_worker("fracture_bfloat16", backend, spec, folder)
+            measured["fracture"]["bfloat16_recipe"] = bfloat16 if "recipe_s" in bfloat16 else None
         for side, figures in measured.items():
             figures["predict_cold_s"] = cold_predict_s(side, backend, figures["checkpoint"], image, folder, spec)
         results[backend] = backend_figures(measured["fracture"], measured["port"], full, used, settings)

@@ -28,7 +28,7 @@ from fracture.models.backbones import LAST_CONV_LAYER
 from fracture.models.calibration import Calibration
 from fracture.models.checkpoint import load_checkpoint
 from fracture.models.contract import read_contract
-from fracture.models.engines import Engine, choose_engine, engine_for
+from fracture.models.engines import Engine, bfloat16_classifier_engine, choose_engine, engine_for
 from fracture.models.gradcam import GradCAM
 from fracture.models.runtimes import OnnxModel
 
@@ -65,9 +65,9 @@ class Predictor:
             "onnxruntime", "openvino" or "auto", built from the second prediction on (or by `warm_up`) and
             checked against Keras when built. Grad-CAM always runs on the Keras model.
         expected_images: how many images this predictor will see (None: unbounded, as a service), for auto.
-        precision: "float32", or "bfloat16" on OpenVINO where the processor has bfloat16 instructions: faster,
-            with probabilities slightly moved (judge it on your validation images against float32 first; see
-            docs/engines.md). Grad-CAM stays float32.
+        precision: "float32", or "bfloat16" for the backbone on OpenVINO where the processor has bfloat16
+            instructions (the head stays float32): faster, with probabilities slightly moved (judge it on your
+            validation images against float32 first; see docs/engines.md). Grad-CAM stays float32.
     """
 
     def __init__(
@@ -154,9 +154,12 @@ class Predictor:
         return np.asarray(run(stacked)).reshape(-1)
 
     def _freeze(self) -> None:
-        if isinstance(self.model, keras.Model):
-            images, precision = self.expected_images, self.precision
-            self._frozen = engine_for(self.model, self.runtime, images, setting="runtime", precision=precision)
+        if not isinstance(self.model, keras.Model):
+            return
+        if self.precision == "bfloat16":  # the backbone only: see bfloat16_classifier_engine
+            self._frozen = bfloat16_classifier_engine(self.model, self.runtime, setting="runtime")
+        else:
+            self._frozen = engine_for(self.model, self.runtime, self.expected_images, setting="runtime")
 
     @property
     def is_frozen(self) -> bool:
