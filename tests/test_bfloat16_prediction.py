@@ -92,10 +92,13 @@ def test_the_service_rows_include_bfloat16_only_where_it_runs(tmp_path, monkeypa
 
 @needs_bfloat16
 def test_the_benchmark_scores_the_checkpoint_predicted_in_bfloat16(tiny_checkpoint, synthetic_root, cache_root):
-    from fracture.benchmarking.workers import bfloat16_prediction_auroc
+    from fracture.benchmarking.workers import val_auroc
 
     datamodule = FractureDataModule(synthetic_root, image_size=64, batch_size=16, group_by="filename")
-    auroc = bfloat16_prediction_auroc(tiny_checkpoint, datamodule)
+    bfloat16 = load_predictor(tiny_checkpoint, precision="bfloat16")
+    bfloat16.warm_up()
+    auroc = val_auroc(bfloat16, datamodule)
+    assert bfloat16.engine.label == "openvino bfloat16"
     float32 = load_predictor(tiny_checkpoint, runtime="keras")
     scores = predict_full_batches(
         float32.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size

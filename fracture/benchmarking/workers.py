@@ -94,7 +94,6 @@ def measure_fracture(spec: dict) -> dict:
     """fracture: pipeline, first step (uncached), steps, the recipe with the feature cache (whose extraction
     times the backbone's forward pass), val AUROC, warm prediction, and the machine's matmul rate."""
     from fracture import Trainer, load_predictor
-    from fracture.data.pipeline import predict_full_batches
 
     use_jax_settings(spec)
     # ONNX conversions go to this run's folder, so the recipe pays for its own as a user's first run would.
@@ -125,14 +124,14 @@ def measure_fracture(spec: dict) -> dict:
                 predictor.model, spec["engine_batches"], spec["repeats"]
             )
         predictor.warm_up()  # on its engine, as the service runs it; serves the val AUROC and the warm prediction
-    scores = predict_full_batches(
-        predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
-    )
-    result["val_auroc"] = float(roc_auc_score(datamodule.labels("val"), scores))
+    result["val_auroc"] = val_auroc(predictor, datamodule)
     if spec["measure_engines"] and bfloat16_available():
-        with cache_root_at(Path(spec["out_dir"]) / "engines-cache"):  # the classifier's conversion is stored there
-            auroc = bfloat16_prediction_auroc(checkpoint.best_path, datamodule)
-        result["val_auroc_bfloat16_prediction"] = auroc
+        # The float32 checkpoint with its backbone in bfloat16 (`serve.precision=bfloat16`): what rounding the
+        # prediction costs this model. The classifier's conversion is stored in the engines' cache root.
+        with cache_root_at(Path(spec["out_dir"]) / "engines-cache"):
+            bfloat16 = load_predictor(checkpoint.best_path, precision="bfloat16")
+            bfloat16.warm_up()
+            result["val_auroc_bfloat16_prediction"] = val_auroc(bfloat16, datamodule)
     result["predict_warm_ms"] = median_ms(lambda: predictor.predict(spec["image"]), spec["repeats"])
     result["predict_engine"] = predictor.engine.name
     result["checkpoint"] = str(checkpoint.best_path)
@@ -202,30 +201,21 @@ def fracture_bfloat16(spec: dict) -> dict:
 def measure_bfloat16_recipe(spec: dict, data, classifier) -> dict:
     """The recipe again with its features extracted in bfloat16 (`trainer.extraction_precision`), in a cache
     root of its own (it converts its backbone as a first run would), and the validation AUROC of its best
-    checkpoint predicted in float32, as every prediction is. One run per precision is a first look at what the
+    checkpoint predicted in float32, the default. One run per precision is a first look at what the
     rounding costs the head; `benchmarks/bfloat16_heads.py` compares several seeds on both runs' features."""
     from fracture import load_predictor
-    from fracture.data.pipeline import predict_full_batches
 
     with cache_root_at(Path(spec["out_dir"]) / "cache-bfloat16"):
         figures, checkpoint, datamodule = measure_recipe(spec, data, classifier, "bfloat16")
         predictor = load_predictor(checkpoint.best_path, expected_images=len(datamodule.labels("val")))
-        scores = predict_full_batches(
-            predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
-        )
-    auroc = float(roc_auc_score(datamodule.labels("val"), scores))
+        auroc = val_auroc(predictor, datamodule)
     return {**figures, "val_auroc": auroc, "checkpoint": str(checkpoint.best_path)}
 
 
-def bfloat16_prediction_auroc(checkpoint: Path, datamodule) -> float:
-    """The validation AUROC of `checkpoint` predicted on OpenVINO in bfloat16 (`serve.precision=bfloat16`), to
-    set beside its float32 AUROC: what rounding the prediction costs this model."""
-    from fracture import load_predictor
+def val_auroc(predictor, datamodule) -> float:
+    """The validation AUROC of `predictor`'s uncalibrated probabilities (on its engine, once it has one)."""
     from fracture.data.pipeline import predict_full_batches
 
-    images = len(datamodule.labels("val"))
-    predictor = load_predictor(checkpoint, expected_images=images, precision="bfloat16")
-    predictor.warm_up()
     scores = predict_full_batches(
         predictor.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
     )

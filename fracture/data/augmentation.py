@@ -122,14 +122,8 @@ class Augmentation:
         return tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
 
 
-def build_augmentation(
-    rotation_degrees: float = 20.0,
-    zoom: float = 0.2,
-    horizontal_flip: bool = True,
-    contrast: float = 0.0,
-    fill_mode: str = "nearest",
-    seed: int | None = None,
-) -> Augmentation | None:
-    """`Augmentation` with these settings (see there), or None when every transform is off."""
-    augmentation = Augmentation(rotation_degrees, zoom, horizontal_flip, contrast, fill_mode, seed)
+def build_augmentation(**settings) -> Augmentation | None:
+    """`Augmentation(**settings)` (see there for the settings and their defaults), or None when every transform
+    is off."""
+    augmentation = Augmentation(**settings)
     return None if augmentation.is_identity else augmentation
