@@ -2,10 +2,10 @@
 
 Keras' `ImageDataGenerator`, which the notebook uses, folds flip, rotation and zoom into one transform and
 resamples each image once. Keras 3's preprocessing layers (`RandomFlip`, `RandomRotation`, `RandomZoom`) resample
-once per layer, and on a 2-core CPU they cost about 4.5 ms of CPU time per 224 px image, more than a third of
-what the frozen backbone's bfloat16 forward pass costs: the feature cache's augmented views and every uncached
-epoch paid it. Here OpenCV's `warpAffine` resamples once, about 20 times cheaper
-(`python benchmarks/augmentation_cost.py` prints both, side by side).
+once per layer, and on a 2-core Intel Xeon they cost 4.6 ms of CPU time per 224 px image, nearly a third of
+what the frozen backbone's bfloat16 forward pass costs there (about 16 ms of CPU an image): the feature
+cache's augmented views and every uncached epoch paid it. Here OpenCV's `warpAffine` resamples once, for 0.63
+ms of CPU, `tf.data`'s share included (`python benchmarks/augmentation_cost.py` prints both, side by side).
 
 The random draws are stateless: each batch comes with an integer seed from `seeds()`, a `tf.data` stream that
 is fresh at every repetition (epoch) and the same for the same seed, so an augmented epoch depends only on the
