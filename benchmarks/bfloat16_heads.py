@@ -1,5 +1,6 @@
 """Does bfloat16 extraction cost the head anything? Heads trained on float32 and on bfloat16 features, several
-seeds each, side by side in one run, all scored on the float32 validation features (as prediction runs float32).
+seeds each, side by side in one run, all scored on the float32 validation features
+(as evaluation, and prediction by default, run float32).
 
     python benchmarks/bfloat16_heads.py --run outputs/<bench run>/tensorflow --data ../shared/data/xray-fracture
 

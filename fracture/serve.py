@@ -45,6 +45,8 @@ def serve(cfg: DictConfig) -> None:
     check_bind(settings.host, settings.allow_remote, settings.token)
     if cfg.engine not in ("local", "ray"):
         raise ConfigError(f"engine must be local or ray, got {cfg.engine!r}.")
+    if cfg.engine == "ray" and settings.precision != "float32":
+        raise ConfigError("serve.precision=bfloat16 runs with engine=local only; drop one of them.")
     if settings.max_batch_size < 1 or settings.batch_wait_ms < 0 or settings.max_queued < 1:
         raise ConfigError("serve.max_batch_size and serve.max_queued must be at least 1, serve.batch_wait_ms >= 0.")
     try:
@@ -66,8 +68,6 @@ def serve(cfg: DictConfig) -> None:
         max_aspect=float(settings.max_aspect),
     )
     if cfg.engine == "ray":
-        if settings.precision != "float32":
-            raise ConfigError("serve.precision=bfloat16 runs with engine=local only; drop one of them.")
         serve_replicas(cfg, limits)
         return
     from fracture.serving.batching import BatchingWorker
