@@ -99,8 +99,12 @@ def test_the_benchmark_scores_the_checkpoint_predicted_in_bfloat16(tiny_checkpoi
     bfloat16.warm_up()
     auroc = val_auroc(bfloat16, datamodule)
     assert bfloat16.engine.label == "openvino bfloat16"
-    float32 = load_predictor(tiny_checkpoint, runtime="keras")
-    scores = predict_full_batches(
-        float32.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
+    rounded = predict_full_batches(
+        bfloat16.uncalibrated_probabilities, datamodule.predict_dataloader("val"), datamodule.batch_size
     )
-    assert auroc == pytest.approx(roc_auc_score(datamodule.labels("val"), scores), abs=0.02)
+    # The row is the AUROC of the bfloat16 predictions of the validation images, in order. Whether it matches
+    # float32's is for the benchmark's EfficientNetB3 to show: this tiny model's probabilities lie within 2e-3
+    # of each other, and its closest positive-negative pair (3e-5 apart) is nearer than bfloat16 moves a
+    # probability (2e-5 here), so a bound on the AUROCs' difference would hold on one processor's bfloat16
+    # kernels and not on another's.
+    assert auroc == roc_auc_score(datamodule.labels("val"), rounded)
