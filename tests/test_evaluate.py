@@ -109,3 +109,14 @@ def test_group_level_evaluation_on_data_with_groups(tmp_path, synthetic_checkpoi
     means = np.array([p[groups == name].mean() for name in names])  # a source's score: its copies' mean
     assert results["val/group/auroc"] == pytest.approx(roc_auc_score(labels, means))
     assert "16 independent source images" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_forest_plot_draws_a_subgroup_whose_interval_lies_beside_its_auroc(tmp_path):
+    """A bootstrap percentile interval need not contain the point (seen on a small subgroup in CI)."""
+    from PIL import Image
+
+    from fracture.evaluation.plots import forest_plot
+
+    row = {"subgroup": "hand", "n": 12, "auroc": 0.50, "auroc_ci_low": 0.55, "auroc_ci_high": 0.90, "too_small": True}
+    path = forest_plot([row], (0.70, 0.60, 0.80), tmp_path / "forest.png")
+    assert Image.open(path).size[0] > 100

@@ -91,18 +91,24 @@ def forest_plot(rows: list[dict], overall: tuple[float, float, float], path: Pat
     figure = Figure(figsize=(5.6, 0.8 + 0.32 * (len(shown) + 1)))
     axis = figure.subplots()
     labels = ["whole split"]
-    auroc, low, high = overall
-    axis.errorbar([auroc], [0], xerr=[[auroc - low], [high - auroc]], fmt="D", color="black", capsize=3)
+    point_and_interval(axis, 0, *overall, marker="D", color="black")
     for y, row in enumerate(shown, start=1):
-        error = [[row["auroc"] - row["auroc_ci_low"]], [row["auroc_ci_high"] - row["auroc"]]]
         face = "none" if row["too_small"] else "tab:blue"
-        axis.errorbar([row["auroc"]], [y], xerr=error, fmt="o", color="tab:blue", mfc=face, capsize=3)
+        point_and_interval(axis, y, *(row[key] for key in figures), marker="o", color="tab:blue", mfc=face)
         labels.append(f"{row['subgroup']} (n={row['n']}){' *' if row['too_small'] else ''}")
     axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
     axis.set_yticks(range(len(labels)), labels)
     axis.invert_yaxis()
     axis.set(xlim=(0.0, 1.0), xlabel="AUROC (95% interval)", title="AUROC by subgroup (* too few to measure)")
     return _save(figure, path)
+
+
+def point_and_interval(axis, y: float, point: float, low: float, high: float, **marker) -> None:
+    """`point` at height `y` with its interval from `low` to `high`, drawn apart: a bootstrap percentile
+    interval need not contain the point (a small subgroup's may lie wholly on one side of it), which
+    matplotlib's `errorbar` refuses."""
+    axis.plot([low, high], [y, y], "|-", color=marker["color"], markersize=8)
+    axis.plot([point], [y], linestyle="none", **marker)
 
 
 def explanation_sheet(images, maps, masks, titles: list[str], path: Path) -> Path:
