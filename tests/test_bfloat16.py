@@ -14,7 +14,8 @@ from fracture.models import engines
 from fracture.models.engines import build_engine, choose_engine
 from fracture.models.head import split_at_head
 from fracture.models.runtimes import openvino_has_bfloat16
-from fracture.training.feature_cache import FeatureCache, LocalBackbone, cache_key, key_name
+from fracture.training.extraction import LocalBackbone
+from fracture.training.feature_cache import FeatureCache, cache_key, key_name
 
 pytestmark = pytest.mark.backend
 needs_bfloat16 = pytest.mark.skipif(

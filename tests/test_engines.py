@@ -12,7 +12,8 @@ from fracture.errors import ConfigError
 from fracture.models import engines
 from fracture.models.engines import Engine, EngineMismatch, build_engine, check_parity, choose_engine, onnx_entry
 from fracture.models.head import split_at_head
-from fracture.training.feature_cache import FeatureCache, LocalBackbone
+from fracture.training.extraction import LocalBackbone
+from fracture.training.feature_cache import FeatureCache
 
 pytestmark = pytest.mark.backend
 

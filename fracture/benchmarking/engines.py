@@ -83,7 +83,7 @@ def measure_engines(classifier, calls: int, repeats: int) -> tuple[dict, float]:
     from fracture.models.engines import ENGINES, EngineMismatch, check_parity, installed, onnx_model
     from fracture.models.head import split_at_head
     from fracture.models.runtimes import openvino_has_bfloat16
-    from fracture.training.feature_cache import EXTRACT_BATCH
+    from fracture.training.extraction import EXTRACT_BATCH
 
     backbone, _ = split_at_head(classifier)
     size = classifier.input_shape[1]

@@ -56,7 +56,7 @@ def model_bytes(model: keras.Model) -> bytes:
 
 
 class RayBackbones:
-    """`FeatureCache`'s engine for Ray (see `fracture.training.feature_cache.LocalBackbone`).
+    """`FeatureCache`'s engine for Ray (see `fracture.training.extraction.LocalBackbone`).
 
     Args:
         settings: the cluster and the actors (`fracture.ray_cluster.RaySettings`).

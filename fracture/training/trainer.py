@@ -21,7 +21,8 @@ from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.distributed import any_process, check_backend, find_process_group, join, needs_starting
-from fracture.training.feature_cache import FeatureCache, backbone_runner
+from fracture.training.extraction import backbone_runner
+from fracture.training.feature_cache import FeatureCache
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
 from fracture.training.metric_names import slash_logs
 from fracture.training.profiler import PhaseProfiler
