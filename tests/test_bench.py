@@ -7,20 +7,9 @@ import sys
 import pytest
 from conftest import compose_config, make_class_folders
 
+from fracture.benchmarking.figures import backbone_rate, backend_figures, scaled_epochs, scaled_extraction, scaled_setup
 from fracture.benchmarking.report import markdown, rows, write_report
-from fracture.benchmarking.runner import (
-    BenchSettings,
-    backbone_rate,
-    backend_figures,
-    image_counts,
-    launch,
-    make_subset,
-    run_benchmark,
-    scaled_epochs,
-    scaled_extraction,
-    scaled_setup,
-    split_images,
-)
+from fracture.benchmarking.runner import BenchSettings, image_counts, launch, make_subset, run_benchmark, split_images
 from fracture.errors import DataError
 
 CLASS_NAMES = ("fractured", "not fractured")
@@ -115,7 +104,7 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
     }
     port = {**fracture, **epochs([3.0, 2.0], [1.0, 1.0]), "pipeline_img_s": 1000.0, "val_auroc": 0.8}
     full = {"train": 64, "val": 16}
-    figures = backend_figures(fracture, port, full, full, BenchSettings(epochs=2, views=2))
+    figures = backend_figures(fracture, port, full, full, epochs=2)
     assert not figures["scaled"] and figures["recipe_s"]["fracture"] == 3.0  # measured, not projected
     assert figures["recipe_s"]["port"] == pytest.approx(2 * 3.5 + 1.0)  # two steady epochs + the first's extra
     assert figures["recipe_speedup"] == pytest.approx(8.0 / 3.0)
@@ -170,7 +159,7 @@ def test_backend_figures_give_ratios_and_the_recipe_speedup(tmp_path):
 
 
 def test_the_bfloat16_recipe_gets_its_own_rows_beside_the_port_and_none_where_it_was_not_measured(tmp_path):
-    from fracture.benchmarking.runner import bfloat16_figures
+    from fracture.benchmarking.figures import bfloat16_figures
 
     port_recipe = 1000.0
     assert bfloat16_figures(None, port_recipe) is None

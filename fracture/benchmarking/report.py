@@ -86,7 +86,7 @@ def rows(figures: dict, views: int) -> list[tuple[str, str, str, str]]:
 
 
 def bfloat16_rows(bfloat16: dict | None, figures: dict) -> list[tuple[str, str, str, str]]:
-    """The recipe with bfloat16 extraction beside the port (`runner.bfloat16_figures`), when it was measured."""
+    """The recipe with bfloat16 extraction beside the port (`figures.bfloat16_figures`), when it was measured."""
     if not bfloat16:
         return []
     port_recipe, port_auroc = figures["recipe_s"]["port"], figures["val_auroc"]["port"]
