@@ -2,8 +2,8 @@
 
 Every figure is measured in this run. Where a backend trains on a subset of the data (`bench.quick`, or a
 backend left out of `full_data_backends`, such as JAX on a CPU), the epoch and recipe times are scaled up
-linearly to the full image counts from that subset's measured training and validation seconds (`fracture.benchmarking.figures`);
-the table says which figures are scaled.
+linearly to the full image counts from that subset's measured training and validation seconds
+(`fracture.benchmarking.figures`); the table says which figures are scaled.
 """
 
 from __future__ import annotations
