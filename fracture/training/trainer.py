@@ -21,6 +21,7 @@ from fracture.models.schema import CheckpointMetadata
 from fracture.training.callbacks import ModelCheckpoint
 from fracture.training.devices import DataParallel, resolve_devices
 from fracture.training.distributed import any_process, check_backend, find_process_group, join, needs_starting
+from fracture.training.execution import PRECISIONS, default_jit_compile, enable_determinism
 from fracture.training.extraction import backbone_runner
 from fracture.training.feature_cache import FeatureCache
 from fracture.training.guards import DivergenceGuard, InterruptGuard, checkpoint_bytes, disk_full
@@ -31,31 +32,7 @@ from fracture.training.resume import StageBackup, epoch_stream, epochs_to_skip
 from fracture.training.stages import DEFAULT_STAGE, HeadStage
 from fracture.training.streams import BatchLimits, FitData, StreamChooser, limited
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 log = logging.getLogger(__name__)
-
-
-def enable_determinism() -> None:
-    """TensorFlow's op determinism, on every backend: the `tf.data` input pipeline runs on TensorFlow.
-
-    JAX on a CPU is deterministic already; on a GPU, start the process with
-    XLA_FLAGS=--xla_gpu_deterministic_ops=true.
-    """
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
-
-
-def default_jit_compile() -> bool:
-    """XLA where it pays: always on JAX (it has no other mode worth using), on TensorFlow only with a GPU.
-
-    On a TensorFlow CPU, XLA measured about 15 times slower for EfficientNetB3 on this project's machines.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return True
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 class Trainer:
@@ -70,7 +47,7 @@ class Trainer:
             three times as long as running it eagerly (59 s against 18 s on 2 cores).
         overfit_batches: train and validate on the same first N training batches, without augmentation;
             the loss must fall, or the model or data is broken.
-        jit_compile: True, False or "auto" (see `default_jit_compile`).
+        jit_compile: True, False or "auto" (see `fracture.training.execution.default_jit_compile`).
         precision: `float32`, `mixed_bfloat16` or `mixed_float16` (loss scaling is added by Keras).
         callbacks: Keras callbacks, e.g. from `fracture.training.callbacks`.
         progress: show rich progress bars.
