@@ -25,8 +25,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
 
 from fracture.errors import ConfigError
+from fracture.evaluation.metrics import expected_calibration_error
 from fracture.models.calibration import EPSILON, Calibration, apply_temperature, logit
 
 METHODS = ("platt", "isotonic", "temperature")
@@ -92,3 +94,13 @@ def fit_calibration(method: str, y_true: np.ndarray, y_prob: np.ndarray) -> Cali
     if method == "temperature":
         return Calibration("temperature", {"temperature": fit_temperature(y_true, y_prob), "bounds": bounds})
     raise ConfigError(f"eval.calibration must be one of {METHODS} or null, got {method!r}.")
+
+
+def calibration_scores(method: str, y_true, raw: np.ndarray, calibrated: np.ndarray, fitted_on: tuple) -> dict:
+    """How a split's probabilities fare before and after `method`'s calibration (Brier score and expected
+    calibration error), with the evidence it was fitted on (`fitted_on`: that split's labels and raw outputs)."""
+    scores = {"method": method, **{f"fit_{key}": value for key, value in evidence(*fitted_on).items()}}
+    for name, probabilities in (("before", raw), ("after", calibrated)):
+        scores[f"brier_{name}"] = float(brier_score_loss(y_true, probabilities))
+        scores[f"ece_{name}"] = expected_calibration_error(y_true, probabilities)
+    return scores

@@ -14,22 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import brier_score_loss
 
 from fracture.data.health import record_problems
 from fracture.data.pipeline import predict_full_batches
 from fracture.errors import ConfigError
 from fracture.evaluation import plots
-from fracture.evaluation.calibration import evidence, fit_calibration
+from fracture.evaluation.calibration import calibration_scores, fit_calibration
 from fracture.evaluation.cohorts import study_level, study_threshold, subgroup_results, write_studies
-from fracture.evaluation.explanations import ExplainSettings, explain_split
+from fracture.evaluation.explanations import explain_splits
 from fracture.evaluation.external import adopt_at_site, training_figures
-from fracture.evaluation.metrics import (
-    binary_metrics,
-    classification_report,
-    expected_calibration_error,
-    group_level,
-)
+from fracture.evaluation.metrics import binary_metrics, classification_report, group_level
 from fracture.evaluation.report import write_report
 from fracture.evaluation.threshold import choose_threshold, threshold_rule
 from fracture.io import write_text_atomic
@@ -206,32 +200,11 @@ class Evaluator:
         reliability = {"model": y_prob}
         if self.calibration:
             raw = self.raw_predictions(split)[1]
-            results[f"{split}/calibration/method"] = self.calibration.method
-            fitted_on = evidence(*self.raw_predictions("val")[:2])  # the split the calibration was fitted on
-            results.update({f"{split}/calibration/fit_{key}": value for key, value in fitted_on.items()})
-            for name, probabilities in (("before", raw), ("after", y_prob)):
-                results[f"{split}/calibration/brier_{name}"] = float(brier_score_loss(y_true, probabilities))
-                results[f"{split}/calibration/ece_{name}"] = expected_calibration_error(y_true, probabilities)
+            fitted_on = self.raw_predictions("val")[:2]  # the split the calibration was fitted on
+            calibration = calibration_scores(self.calibration.method, y_true, raw, y_prob, fitted_on)
+            results.update({f"{split}/calibration/{key}": value for key, value in calibration.items()})
             reliability = {"network output": raw, f"{self.calibration.method}-calibrated": y_prob}
-
-        figures = {
-            "Confusion matrix": plots.confusion_matrix(
-                scores["confusion_matrix"], class_names, threshold, plot_dir / f"{split}_confusion_matrix.png"
-            ),
-            "ROC curve": plots.roc_curve(
-                y_true,
-                y_prob,
-                threshold,
-                scores["sensitivity"],
-                scores["specificity"],
-                (scores["auroc_ci_low"], scores["auroc_ci_high"]),
-                plot_dir / f"{split}_roc.png",
-            ),
-            "Precision-recall curve": plots.precision_recall_curve(y_true, y_prob, plot_dir / f"{split}_pr.png"),
-            "Reliability diagram": plots.reliability_diagram(
-                y_true, reliability, plot_dir / f"{split}_reliability.png"
-            ),
-        }
+        figures = plots.split_figures(y_true, y_prob, threshold, scores, class_names, reliability, plot_dir / split)
         files, rows = self.datamodule.files(split), []
         if files.subgroups:
             extra, rows = subgroup_results(
@@ -317,22 +290,10 @@ def evaluate_checkpoint(
             context["site_parts"] = dict(parts)  # the part reported on -> images the refit used
             splits = [part for part, _ in parts]
     evaluations = [evaluator.evaluate(split, output_dir / "plots") for split in splits]
-    explained = []
-    if explain and explain.get("annotations"):
-        settings = ExplainSettings(**explain)
-        for split in splits:
-            extra, section = explain_split(
-                evaluator.model,
-                evaluator.metadata,
-                datamodule,
-                split,
-                settings,
-                bootstrap_resamples,
-                seed,
-                output_dir / "plots",
-            )
-            evaluations[splits.index(split)].results.update(extra)
-            explained.append(section)
+    explanation = (evaluator.model, evaluator.metadata, datamodule, splits, explain, bootstrap_resamples, seed)
+    scored, explained = explain_splits(*explanation, output_dir / "plots")
+    for evaluation in evaluations:
+        evaluation.results.update(scored.get(evaluation.split, {}))
     for split in splits:
         evaluator.write_predictions(split, output_dir / f"{split}_predictions.csv")
         if split in evaluator.studies:

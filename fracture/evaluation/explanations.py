@@ -122,3 +122,16 @@ def explain_split(model, metadata: dict, datamodule, split: str, settings: Expla
         )
         section["methods"][method] = {"table": table, "seconds": seconds, "sheet": sheet}
     return results, section
+
+
+def explain_splits(model, metadata: dict, datamodule, splits, explain: dict | None, resamples, seed, plot_dir):
+    """(split -> its `metrics.json` entries, the report's sections) of `explain_split` on each of `splits`, with
+    `explain` the fields of `ExplainSettings`; nothing when `explain` names no annotations file."""
+    if not explain or not explain.get("annotations"):
+        return {}, []
+    settings = ExplainSettings(**explain)
+    scored, sections = {}, []
+    for split in splits:
+        scored[split], section = explain_split(model, metadata, datamodule, split, settings, resamples, seed, plot_dir)
+        sections.append(section)
+    return scored, sections

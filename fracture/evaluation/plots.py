@@ -83,6 +83,22 @@ def reliability_diagram(y_true, probabilities: dict[str, np.ndarray], path: Path
     return _save(figure, path)
 
 
+def split_figures(y_true, y_prob, threshold: float, scores: dict, class_names, reliability: dict, stem: Path) -> dict:
+    """A split's evaluation figures by title, written as `<stem>_<kind>.png`: the confusion matrix and ROC curve
+    at `threshold` (with `scores` from `metrics.binary_metrics`), the precision-recall curve, and the
+    reliability diagram of the `reliability` probabilities (name -> probabilities)."""
+    interval = (scores["auroc_ci_low"], scores["auroc_ci_high"])
+    sensitivity, specificity = scores["sensitivity"], scores["specificity"]
+    return {
+        "Confusion matrix": confusion_matrix(
+            scores["confusion_matrix"], class_names, threshold, Path(f"{stem}_confusion_matrix.png")
+        ),
+        "ROC curve": roc_curve(y_true, y_prob, threshold, sensitivity, specificity, interval, Path(f"{stem}_roc.png")),
+        "Precision-recall curve": precision_recall_curve(y_true, y_prob, Path(f"{stem}_pr.png")),
+        "Reliability diagram": reliability_diagram(y_true, reliability, Path(f"{stem}_reliability.png")),
+    }
+
+
 def forest_plot(rows: list[dict], overall: tuple[float, float, float], path: Path) -> Path:
     """AUROC with its 95% interval per subgroup (`cohorts.subgroup_results` rows), beside the whole split's
     (`overall`: AUROC, low, high); subgroups too small to measure are drawn hollow and marked."""
