@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import DEMO_SMALL, REPO_ROOT, run_cli, start_cli
 
-from fracture.data.splits import class_balanced_shard, shard_sizes
+from fracture.data.shards import TrainingShard, class_balanced_shard, shard_sizes
 from fracture.data.synthetic import write_synthetic_dataset
-from fracture.errors import ConfigError
+from fracture.errors import ConfigError, DataError
 from fracture.local_processes import process_command, without_spawn_keys
 from fracture.processes import free_loopback_port
 from fracture.training.distributed import check_backend, find_process_group, first_host, needs_starting
@@ -67,6 +67,16 @@ def test_shards_hold_every_file_once_and_the_classes_in_proportion():
     positives = [int(labels[shard].sum()) for shard in shards]
     assert max(positives) - min(positives) <= 1 and sum(positives) == 13
     assert shard_sizes(labels, 3) == [len(shard) for shard in shards]
+
+
+def test_every_process_runs_the_steps_of_the_smallest_shard():
+    labels = np.array([1] * 17 + [0] * 17)  # shards of 18 and 16 files
+    shards = [TrainingShard.of(rank, 2, global_batch=8) for rank in range(2)]
+    assert [shard.local_batch for shard in shards] == [4, 4]
+    assert [shard.steps(labels) for shard in shards] == [(4, 16), (4, 16)]
+    assert TrainingShard.of(0, 1, global_batch=8) is None  # one process trains on all of train
+    with pytest.raises(DataError, match="holds 16 files, fewer than one local batch of 20"):
+        TrainingShard.of(0, 2, global_batch=40).steps(labels)
 
 
 def test_a_process_command_carries_its_place_and_a_resume_command_leaves_it_out(tmp_path):

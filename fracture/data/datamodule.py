@@ -16,23 +16,15 @@ from fracture.data.geometry import MAX_ASPECT, MIN_SIDE, ShapeLimits
 from fracture.data.health import FileProblem, fingerprints, recheck_split, skipped_problems
 from fracture.data.pipeline import make_dataset, view_dataset
 from fracture.data.records import (
-    assigned_names,
+    SplitCut,
     audit_files,
     check_settings,
-    hold_out_val,
-    recut,
     scan_records,
     unite_patients,
     use_content_groups,
 )
-from fracture.data.splits import (
-    class_balanced_shard,
-    grouped_fold,
-    grouped_split,
-    read_split_csv,
-    shard_sizes,
-    write_split_csv,
-)
+from fracture.data.shards import TrainingShard
+from fracture.data.splits import write_split_csv
 from fracture.data.tables import table_source
 from fracture.errors import ConfigError, DataError
 from fracture.io import DEFAULT_CACHE, cache_folder
@@ -131,17 +123,13 @@ class FractureDataModule:
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.class_names = (positive_class, negative_class)
-        self.val_fraction = val_fraction
         self.group_by = group_by
         self.augmentation_options = None if augmentation is None else dict(augmentation)
         self.decode_cache = decode_cache
         self._decoded: dict[str, DecodedImages] = {}
         self.seed = seed
         self.augmentation()  # a wrong setting fails here, not when the first training batch is drawn
-        self.split = split
-        self.test_fraction = test_fraction
-        self.folds, self.fold = folds, fold
-        self.split_file = split_file
+        self.cut = SplitCut(split, split_file, val_fraction, test_fraction, folds, fold, seed)
         self.audit_cache = cache_folder(audit_cache, "audit")
         self.audit_options = dict(audit or {})
         self.shape_limits = ShapeLimits(int(min_side), float(max_aspect))
@@ -149,7 +137,7 @@ class FractureDataModule:
         self._parts: dict[str, SplitFiles] = {}  # `all`, and parts made evaluable by `add_split`
         self._fingerprints: dict[str, np.ndarray] = {}
         self.run_problems: list[FileProblem] = []
-        self.process_shard: tuple[int, int] | None = None  # (process id, processes): see `shard_training`
+        self.shard: TrainingShard | None = None  # this process's part of train: see `shard_training`
 
     # ------------------------------------------------------------------ scanning
     def setup(self) -> FractureDataModule:
@@ -161,16 +149,7 @@ class FractureDataModule:
                 files = audit_files(splits, self.class_names) if self.source else None
                 use_content_groups(splits, self.root, files, self.audit_cache, self.audit_options, limits)
             unite_patients(splits, self.source, self.group_by)
-            if "train" not in splits and self.split == "given" and self.split_file is None:
-                raise DataError(
-                    f"{self.source.tables[0]} says no split (no data.columns.split); cut one with data.split=grouped."
-                )
-            if self.split_file is not None:
-                splits = self._cut(splits, read_split_csv(self.split_file), f"data.split_file={self.split_file}")
-            elif self.split == "grouped":
-                splits = self._cut(splits, None, "data.split=grouped")
-            elif "val" not in splits:
-                splits["train"], splits["val"] = hold_out_val(splits["train"], self.val_fraction, self.seed, self.root)
+            splits = self.cut.apply(splits, self.root, self.source)
             # Folders list one class after the other; a fixed shuffle makes any first few evaluation
             # batches (limit_val_batches) hold both classes, and keeps prediction order reproducible.
             rng = np.random.default_rng(self.seed)
@@ -196,18 +175,6 @@ class FractureDataModule:
 
     def relative(self, path: str) -> str:
         return Path(path).relative_to(self.root).as_posix()
-
-    def _cut(self, splits: dict[str, SplitFiles], assigned: dict[str, str] | None, source: str):
-        """Pool the given splits and cut them again: by `assigned` (relative path -> split) or by group."""
-
-        def names_of(pooled: SplitFiles) -> np.ndarray:
-            if assigned is not None:
-                return assigned_names([self.relative(p) for p in pooled.paths], assigned, source, self.root)
-            if self.folds is not None:
-                return grouped_fold(pooled.labels, pooled.groups, self.folds, self.fold, self.seed)
-            return grouped_split(pooled.labels, pooled.groups, self.val_fraction, self.test_fraction, self.seed)
-
-        return recut(splits, names_of, source, self.root)
 
     def write_split(self, path: str | Path) -> Path:
         """Save the cut in use as `split.csv` (path relative to the root, split, class folder, group)."""
@@ -259,41 +226,30 @@ class FractureDataModule:
 
     # ------------------------------------------------------------------ training shards
     def shard_training(self, process_id: int, num_processes: int) -> None:
-        """Train this process on its shard of the training files only (`fracture.training.distributed`): each
-        class dealt out in turn over the processes, so every file is in one shard; `batch_size` stays the global
-        batch, of which this process feeds `training_batch_size`. Validation and the other splits are whole."""
-        if self.batch_size % num_processes:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} must be a multiple of trainer.num_processes={num_processes} "
-                "(it is the global batch, split evenly among the processes)."
-            )
-        self.process_shard = (process_id, num_processes) if num_processes > 1 else None
+        """Train this process on its shard of the training files only (`fracture.data.shards`); `batch_size`
+        stays the global batch, of which this process feeds `training_batch_size`. The other splits are whole."""
+        self.shard = TrainingShard.of(process_id, num_processes, self.batch_size)
 
     @property
     def training_split(self) -> str:
         """The part of train that this process trains on: `train`, or its shard (`train_shard`)."""
-        if self.process_shard is None:
+        if self.shard is None:
             return "train"
         if "train_shard" not in self._parts:
             train = self.files("train")
-            self._parts["train_shard"] = train.subset(class_balanced_shard(train.labels, *self.process_shard))
+            self._parts["train_shard"] = train.subset(self.shard.indices(train.labels))
         return "train_shard"
 
     @property
     def training_batch_size(self) -> int:
         """Images this process feeds per training step (the global batch over the processes)."""
-        return self.batch_size // (self.process_shard[1] if self.process_shard else 1)
+        return self.batch_size if self.shard is None else self.shard.local_batch
 
     def training_steps(self) -> tuple[int, int | None]:
-        """(steps per epoch, images each epoch draws from this process's shard, None: all). Every process runs
-        the same steps: as many full local batches as the smallest shard holds."""
-        if self.process_shard is None:
+        """(steps per epoch, images each epoch draws from this process's shard, None: all)."""
+        if self.shard is None:
             return self.num_batches("train", training=True), None
-        local = self.training_batch_size
-        smallest = min(shard_sizes(self.files("train").labels, self.process_shard[1]))
-        if smallest < local:
-            raise DataError(f"a training shard holds {smallest} files, fewer than one local batch of {local}.")
-        return smallest // local, smallest // local * local
+        return self.shard.steps(self.files("train").labels)
 
     # ------------------------------------------------------------------ datasets
     def drops_remainder(self, split: str) -> bool:
@@ -305,7 +261,7 @@ class FractureDataModule:
 
     def num_batches(self, split: str, training: bool = False) -> int:
         """Batches per pass over `split` (with `training`, as `train_dataloader` cuts them)."""
-        if training and split == "train" and self.process_shard is not None:
+        if training and split == "train" and self.shard is not None:
             return self.training_steps()[0]
         count = len(self.files(split))
         return (

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fracture.data.folders import SplitFiles, data_root, filename_group, scan_root
 from fracture.data.geometry import ShapeLimits
-from fracture.data.splits import united_groups
+from fracture.data.splits import grouped_fold, grouped_split, read_split_csv, united_groups
 from fracture.data.tables import TableSource, scan_tables
 from fracture.errors import ConfigError, DataError
 
@@ -144,3 +144,40 @@ def hold_out_val(train: SplitFiles, val_fraction: float, seed: int, root: Path) 
     val = train.subset(val_idx, "val")
     val.skipped = []  # skipped files were counted with train/
     return train.subset(train_idx, "train"), val
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCut:
+    """How the scanned splits become train/val/test: `data.split`, `data.split_file` and their settings."""
+
+    split: str
+    split_file: str | Path | None
+    val_fraction: float
+    test_fraction: float
+    folds: int | None
+    fold: int
+    seed: int
+
+    def apply(self, splits: dict[str, SplitFiles], root: Path, source: TableSource | None) -> dict[str, SplitFiles]:
+        """The scanned splits cut again by a `split.csv` or by group, or as given (val held out of train if none)."""
+        if "train" not in splits and self.split == "given" and self.split_file is None:
+            where = source.tables[0] if source else root
+            raise DataError(f"{where} says no split (no data.columns.split); cut one with data.split=grouped.")
+        if self.split_file is not None:
+            assigned, named = read_split_csv(self.split_file), f"data.split_file={self.split_file}"
+
+            def assigned_to(pooled: SplitFiles) -> np.ndarray:
+                relative = [Path(path).relative_to(root).as_posix() for path in pooled.paths]
+                return assigned_names(relative, assigned, named, root)
+
+            return recut(splits, assigned_to, named, root)
+        if self.split == "grouped":
+            return recut(splits, self._grouped_names, "data.split=grouped", root)
+        if "val" not in splits:
+            splits["train"], splits["val"] = hold_out_val(splits["train"], self.val_fraction, self.seed, root)
+        return splits
+
+    def _grouped_names(self, pooled: SplitFiles) -> np.ndarray:
+        if self.folds is not None:
+            return grouped_fold(pooled.labels, pooled.groups, self.folds, self.fold, self.seed)
+        return grouped_split(pooled.labels, pooled.groups, self.val_fraction, self.test_fraction, self.seed)

@@ -4,7 +4,7 @@ A group is every file that shows one radiograph (`fracture.data.audit`) or, when
 prefix. Both cuts use scikit-learn's `StratifiedGroupKFold`, which keeps groups whole and the class
 balance close to the whole set's. The assignment is saved as `split.csv` (path, split, label, group) and can
 be read back to train again on exactly the same cut. Training on several processes deals train's files out
-among them by class (`class_balanced_shard`).
+among them by class (`fracture.data.shards`).
 """
 
 from __future__ import annotations
@@ -114,16 +114,3 @@ def read_split_csv(path: str | Path) -> dict[str, str]:
     if unknown:
         raise ConfigError(f"{path} names unknown splits {sorted(unknown)}; use train, val and test.")
     return {row["path"]: row["split"] for row in rows}
-
-
-def class_balanced_shard(labels: np.ndarray, process_id: int, num_processes: int) -> np.ndarray:
-    """Indices of this process's shard: each class's files dealt out in turn, so that every file is in exactly
-    one shard and each shard holds the classes in the same proportion (counts differ by at most one per class).
-    The order within the shard is the files' order; the stream reshuffles it every epoch."""
-    labels = np.asarray(labels).reshape(-1)
-    picked = [np.flatnonzero(labels == value)[process_id::num_processes] for value in np.unique(labels)]
-    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, int)
-
-
-def shard_sizes(labels: np.ndarray, num_processes: int) -> list[int]:
-    return [len(class_balanced_shard(labels, rank, num_processes)) for rank in range(num_processes)]

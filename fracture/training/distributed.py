@@ -3,7 +3,7 @@ and how the training files are dealt out.
 
     group = find_process_group(num_processes=2, process_id=0, coordinator="127.0.0.1:12355")
     join(group)               # jax.distributed, its coordinator bound to the address it was given
-    datamodule.shard_training(group.process_id, group.num_processes)   # fracture.data.splits.class_balanced_shard
+    datamodule.shard_training(group.process_id, group.num_processes)   # fracture.data.shards
 
 `find_process_group` reads, in this order: explicit settings (`trainer.num_processes`, `trainer.process_id`,
 `trainer.coordinator`), submitit's `JobEnvironment` (a job of `hydra/launcher=slurm` or `submitit_local` with

@@ -140,9 +140,9 @@ class FeatureCache:
         """`(1, N, c)` features of every file of `split`. With several training processes (which all validate on
         the whole split), each extracts every k-th file and the parts are gathered, so no image is extracted
         twice."""
-        if datamodule.process_shard is None:
+        if datamodule.shard is None:
             return self.features(backbone, datamodule, split, 1)
-        process_id, count = datamodule.process_shard
+        process_id, count = datamodule.shard.process_id, datamodule.shard.num_processes
         files = datamodule.files(split)
         parts = [np.arange(k, len(files), count) for k in range(count)]
         datamodule.add_split(f"{split}_part", files.subset(parts[process_id]))
