@@ -13,6 +13,7 @@ from test_tables import fracatlas, fracatlas_tree, mura_tree
 from fracture.evaluation.cohorts import MIN_PER_CLASS, study_level, subgroup_members, subgroup_results
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.metrics import binary_metrics
+from fracture.evaluation.report import _subgroup_table
 from fracture.models.checkpoint import read_metadata, update_metadata
 
 
@@ -50,6 +51,19 @@ def test_subgroups_are_flags_or_values_and_small_ones_are_flagged():
     frontal = members["view=frontal"]
     assert results["test/subgroup/view=frontal/auroc"] == pytest.approx(roc_auc_score(y[frontal], p[frontal]))
     assert results["test/subgroup/view=lateral/n"] == 100
+
+
+@pytest.mark.filterwarnings("error")  # scikit-learn warns where a figure is undefined; none may be computed
+def test_a_subgroup_of_one_class_reports_the_figures_it_lacks_as_missing_not_zero():
+    y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    p = np.array([0.9, 0.4, 0.8, 0.3, 0.6, 0.1, 0.7, 0.2])
+    hardware = ["1", "1", "1", "0", "0", "0", "0", "0"]  # implants, all of them fractured
+    _, rows = subgroup_results("test", y, p, 0.5, {"hardware": hardware}, list("abcdefgh"), 20, 0)
+    (row,) = rows
+    assert row["positives"] == row["n"] == 3 and row["too_small"]
+    assert row["sensitivity"] == pytest.approx(2 / 3) and row["precision"] == 1.0
+    assert np.isnan(row["specificity"]) and np.isnan(row["auroc"])  # no negatives: 0.000 would be a claim
+    assert "| hardware | 3 (3) | n/a (n/a-n/a) | 0.667 | n/a | too few to measure |" in _subgroup_table(rows)
 
 
 def train_run(tmp_path, synthetic_root):

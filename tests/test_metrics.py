@@ -34,6 +34,16 @@ def test_metrics_at_a_threshold_match_hand_counts():
     assert m["average_precision"] == pytest.approx(skm.average_precision_score(Y, P))
 
 
+@pytest.mark.filterwarnings("error")
+def test_figures_that_need_a_missing_class_are_nan():
+    negatives = binary_metrics(np.zeros(4, int), np.array([0.1, 0.6, 0.3, 0.2]), 0.5, bootstrap_resamples=20)
+    assert negatives["specificity"] == 0.75 and negatives["accuracy"] == 0.75
+    for undefined in ("sensitivity", "auroc", "auroc_ci_low", "average_precision", "balanced_accuracy"):
+        assert np.isnan(negatives[undefined]), undefined
+    positives = binary_metrics(np.ones(4, int), np.array([0.9, 0.6, 0.3, 0.8]), 0.5, bootstrap_resamples=20)
+    assert positives["sensitivity"] == 0.75 and np.isnan(positives["specificity"])
+
+
 def test_auroc_equals_the_share_of_correctly_ordered_pairs():
     pairs = list(itertools.product(P[Y == 1], P[Y == 0]))
     by_hand = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs])

@@ -10,8 +10,8 @@ from sklearn import metrics as skm
 
 
 def specificity(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """True-negative rate: the share of negatives predicted negative (recall of class 0)."""
-    return float(skm.recall_score(y_true, y_pred, pos_label=0, zero_division=0.0))
+    """True-negative rate: the share of negatives predicted negative (recall of class 0); NaN without negatives."""
+    return float(skm.recall_score(y_true, y_pred, pos_label=0, zero_division=np.nan))
 
 
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> float:
@@ -65,7 +65,11 @@ def binary_metrics(
     bootstrap_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, float | int | list]:
-    """Every headline number at one decision threshold (predict positive when `y_prob >= threshold`)."""
+    """Every headline number at one decision threshold (predict positive when `y_prob >= threshold`).
+
+    A figure that a class missing from `y_true` leaves undefined is NaN (the report's "n/a"), never 0: the
+    sensitivity of images with no fracture, the specificity of fractured ones alone (a subgroup such as
+    implants), and the AUROC, average precision and balanced accuracy, which need both classes."""
     y_true = np.asarray(y_true).astype(int).ravel()
     y_prob = np.asarray(y_prob, dtype=float).ravel()
     y_pred = (y_prob >= threshold).astype(int)
@@ -83,9 +87,9 @@ def binary_metrics(
         "auroc_ci_high": high,
         "average_precision": float(skm.average_precision_score(y_true, y_prob)) if both_classes else float("nan"),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if both_classes else float("nan"),
         "precision": float(skm.precision_score(y_true, y_pred, zero_division=0.0)),
-        "sensitivity": float(skm.recall_score(y_true, y_pred, zero_division=0.0)),
+        "sensitivity": float(skm.recall_score(y_true, y_pred, zero_division=np.nan)),
         "specificity": specificity(y_true, y_pred),
         "f1": float(skm.f1_score(y_true, y_pred, zero_division=0.0)),
         "cohen_kappa": float(skm.cohen_kappa_score(y_true, y_pred)),
