@@ -42,6 +42,9 @@ def test_figures_that_need_a_missing_class_are_nan():
         assert np.isnan(negatives[undefined]), undefined
     positives = binary_metrics(np.ones(4, int), np.array([0.9, 0.6, 0.3, 0.8]), 0.5, bootstrap_resamples=20)
     assert positives["sensitivity"] == 0.75 and np.isnan(positives["specificity"])
+    assert positives["cohen_kappa"] == 0.0  # predictions of both classes: no better than chance, but defined
+    agreed = binary_metrics(np.ones(4, int), np.array([0.9, 0.6, 0.7, 0.8]), 0.5, bootstrap_resamples=20)
+    assert agreed["sensitivity"] == 1.0 and np.isnan(agreed["cohen_kappa"])
 
 
 def test_auroc_equals_the_share_of_correctly_ordered_pairs():

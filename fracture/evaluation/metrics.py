@@ -69,11 +69,13 @@ def binary_metrics(
 
     A figure that a class missing from `y_true` leaves undefined is NaN (the report's "n/a"), never 0: the
     sensitivity of images with no fracture, the specificity of fractured ones alone (a subgroup such as
-    implants), and the AUROC, average precision and balanced accuracy, which need both classes."""
+    implants), and the AUROC, average precision and balanced accuracy, which need both classes; Cohen's kappa
+    where the labels and the predictions are all one class."""
     y_true = np.asarray(y_true).astype(int).ravel()
     y_prob = np.asarray(y_prob, dtype=float).ravel()
     y_pred = (y_prob >= threshold).astype(int)
     both_classes = len(np.unique(y_true)) == 2
+    kappa_defined = len(np.union1d(y_true, y_pred)) == 2  # chance agreement is 1 when both say one class alone
     low, high = (
         bootstrap_auroc_ci(y_true, y_prob, groups, bootstrap_resamples, seed=seed) if both_classes else (np.nan,) * 2
     )
@@ -92,7 +94,7 @@ def binary_metrics(
         "sensitivity": float(skm.recall_score(y_true, y_pred, zero_division=np.nan)),
         "specificity": specificity(y_true, y_pred),
         "f1": float(skm.f1_score(y_true, y_pred, zero_division=0.0)),
-        "cohen_kappa": float(skm.cohen_kappa_score(y_true, y_pred)),
+        "cohen_kappa": float(skm.cohen_kappa_score(y_true, y_pred, labels=[0, 1])) if kappa_defined else float("nan"),
         "brier": float(skm.brier_score_loss(y_true, y_prob, pos_label=1)),
         "ece": expected_calibration_error(y_true, y_prob),
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
