@@ -34,6 +34,12 @@ log = logging.getLogger("fracture")
 # then checks them against and says so at every run ("automatic schema matching"). The files spell out their
 # _target_ and keys, so they need no schema and the check changes nothing: the notice is noise here.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/(submitit_local|ray)' is validated against ConfigStore")
+# The ONNX converters that export, the inference engines and the extraction run (tf2onnx on TensorFlow, jax2onnx on
+# JAX) log every optimisation pass at INFO, and Keras' tf2onnx shim warns that np.object will change: none of it
+# is the user's to act on. Their warnings and errors still show.
+for _converter_log in ("tf2onnx", "tensorflow", "absl", "jax2onnx", "onnx_ir", "jax"):
+    logging.getLogger(_converter_log).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r"In the future `np\.object` will be defined", category=FutureWarning)
 
 
 def run_folder(resume, fresh: str, runs_dir: str) -> str:

@@ -7,7 +7,6 @@ table. `verify_only=true` re-checks an existing export. Exits with code 2 when t
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
@@ -88,15 +87,8 @@ def export_mlflow(cfg: DictConfig, folder: Path, options: dict) -> ParityResult:
     return result
 
 
-def quiet_converters() -> None:
-    """tf2onnx and TensorFlow log every optimisation pass at INFO; the parity table is what matters."""
-    for name in ("tf2onnx", "tensorflow", "absl", "jax2onnx", "onnx_ir", "jax"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    quiet_converters()
     with user_errors():
         export(cfg)
 

@@ -80,3 +80,21 @@ def test_annotated_boxes_are_drawn_on_the_overlays(tmp_path, tiny_checkpoint):
     assert (rows.min(), cols.min()) == (50, 20) and abs(rows.max() - 150) <= 2 and abs(cols.max() - 60) <= 2
     rows, cols = np.nonzero(yellow[:, 108:])  # the heat map panel, 8 px to the right: the same box
     assert (rows.min(), cols.min()) == (50, 20)
+
+
+def test_the_onnx_conversion_says_nothing_unless_it_goes_wrong(tmp_path, tiny_checkpoint, synthetic_root):
+    images = sorted((synthetic_root / "val").rglob("*.png"))[:2]
+    result = run_cli(
+        "fracture.predict",
+        f"ckpt_path={tiny_checkpoint}",
+        f"inputs=[{','.join(map(str, images))}]",
+        "runtime=onnxruntime",
+        "batch_size=1",  # the engine serves from the second batch on
+        "explain.overlays=false",
+        f"hydra.run.dir={tmp_path}/run",
+        env={"FRACTURE_CACHE_DIR": str(tmp_path / "cache")},  # no stored conversion: tf2onnx converts here
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "cache" / "engines").rglob("model.onnx")), "the ONNX engine did not run"
+    printed = result.stdout + result.stderr
+    assert "tf2onnx" not in printed and "np.object" not in printed, printed[-3000:]
