@@ -37,6 +37,7 @@ from fracture.training.distributed import leave
 from fracture.training.guards import RunStopped
 from fracture.training.metric_names import metric_mode
 from fracture.training.stages import HeadStage, enabled_stages
+from fracture.training.trainer import check_image_size
 
 log = logging.getLogger("fracture")
 
@@ -137,6 +138,7 @@ def run_recipe(
     output_dir = run.path
     stages = enabled_stages(stages or [HeadStage()])
     metric_mode(optimized_metric, optimized_mode)  # a wrong mode fails before the data scan
+    check_image_size(classifier, datamodule)  # and so do mismatched image sizes
     if trainer.backup_dir is not None and trainer.backup_dir != run.backup_dir:
         log.info("training backups go to the run folder's %s, not %s", run.backup_dir, trainer.backup_dir)
         trainer.backup_dir = run.backup_dir

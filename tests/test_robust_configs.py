@@ -62,6 +62,20 @@ def test_a_bad_value_fails_before_the_data_is_read(tmp_path):
     assert "error: trainer.epochs must be at least 1, got -1." in result.stderr
 
 
+def test_a_model_image_size_apart_from_the_data_is_one_line_before_the_data_is_read(tmp_path):
+    """model.image_size alone (the model configs follow data.image_size) failed in the first batch, deep in
+    the backend or OpenVINO; the data root does not exist either, so the scan must not have started."""
+    result = run_cli(
+        "fracture.train",
+        "model=tiny",
+        "model.image_size=48",
+        f"data.root={tmp_path}/nowhere",
+        f"hydra.run.dir={tmp_path}/r",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: model.image_size=48 but data.image_size=224:" in result.stderr
+
+
 def test_predict_refuses_a_batch_size_of_zero(tmp_path, tiny_checkpoint):
     result = run_cli(
         "fracture.predict",

@@ -124,3 +124,15 @@ def test_mixed_float16_trains_with_loss_scaling(synthetic_root):
 def test_more_devices_than_visible_is_a_config_error():
     with pytest.raises(ConfigError, match="device"):
         Trainer(devices=64)
+
+
+def test_a_model_that_takes_another_image_size_than_the_data_fails_before_the_data_is_read(tmp_path):
+    """The folder does not exist either: the size mismatch must be the error, not the scan's."""
+    datamodule = FractureDataModule(tmp_path / "nowhere", image_size=64, batch_size=4, group_by="filename")
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
+    trainer = Trainer(epochs=1, progress=False)
+    message = r"model.image_size=48 but data.image_size=64: .* set data.image_size"
+    for call in (trainer.fit, trainer.validate, trainer.test, trainer.predict):
+        with pytest.raises(ConfigError, match=message):
+            call(classifier, datamodule)
+    assert classifier.model is None  # nothing was built

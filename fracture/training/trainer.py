@@ -35,6 +35,17 @@ from fracture.training.streams import BatchLimits, FitData, StreamChooser, limit
 log = logging.getLogger(__name__)
 
 
+def check_image_size(classifier: FractureClassifier, datamodule) -> None:
+    """Fail with one line where the model's input side is not the data's: otherwise the backend fails deep
+    inside the first batch. The model configs follow the data's (`model.image_size: ${data.image_size}`), so
+    overriding `model.image_size` alone is the usual way to get here."""
+    if classifier.image_size != datamodule.image_size:
+        raise ConfigError(
+            f"model.image_size={classifier.image_size} but data.image_size={datamodule.image_size}: the model must "
+            "take the images the data module makes; set data.image_size (the model configs follow it)."
+        )
+
+
 class Trainer:
     """Runs training and evaluation loops.
 
@@ -236,6 +247,7 @@ class Trainer:
             stage = HeadStage(stage or DEFAULT_STAGE, epochs, learning_rate)
         elif epochs is not None or learning_rate is not None:
             raise ConfigError(f"stage {stage.name!r} sets its own epochs and learning rate; pass them to the stage.")
+        check_image_size(classifier, datamodule)
         datamodule.setup()  # fail on bad data before the slow model build
         if self.processes.multi:
             datamodule.shard_training(self.processes.process_id, self.processes.num_processes)
@@ -319,14 +331,17 @@ class Trainer:
 
     def validate(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
         """Metrics on the validation split, as `val/<name>`."""
+        check_image_size(classifier, datamodule)
         dataset, _ = limited(datamodule.val_dataloader(), datamodule.num_batches("val"), self.limit_val_batches)
         return self._evaluate(classifier, dataset, "val")
 
     def test(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
         """Metrics on the test split, as `test/<name>`."""
+        check_image_size(classifier, datamodule)
         return self._evaluate(classifier, datamodule.test_dataloader(), "test")
 
     def predict(self, classifier: FractureClassifier, datamodule, split: str = "val") -> np.ndarray:
         """P(positive class) for every image of `split`, in file order."""
+        check_image_size(classifier, datamodule)
         model = self.build(classifier)
         return predict_full_batches(model.predict_on_batch, datamodule.predict_dataloader(split), datamodule.batch_size)
