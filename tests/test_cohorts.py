@@ -13,7 +13,7 @@ from test_tables import fracatlas, fracatlas_tree, mura_tree
 from fracture.evaluation.cohorts import MIN_PER_CLASS, study_level, subgroup_members, subgroup_results
 from fracture.evaluation.evaluate import evaluate_checkpoint
 from fracture.evaluation.metrics import binary_metrics
-from fracture.evaluation.report import _subgroup_table
+from fracture.evaluation.report import _subgroup_table, _with_ci
 from fracture.models.checkpoint import read_metadata, update_metadata
 
 
@@ -63,7 +63,12 @@ def test_a_subgroup_of_one_class_reports_the_figures_it_lacks_as_missing_not_zer
     assert row["positives"] == row["n"] == 3 and row["too_small"]
     assert row["sensitivity"] == pytest.approx(2 / 3) and row["precision"] == 1.0
     assert np.isnan(row["specificity"]) and np.isnan(row["auroc"])  # no negatives: 0.000 would be a claim
-    assert "| hardware | 3 (3) | n/a (n/a-n/a) | 0.667 | n/a | too few to measure |" in _subgroup_table(rows)
+    assert "| hardware | 3 (3) | n/a | 0.667 | n/a | too few to measure |" in _subgroup_table(rows)
+    nan = float("nan")  # a split of one class: its AUROC has no interval either
+    assert _with_ci({"s/auroc": nan, "s/auroc_ci_low": nan, "s/auroc_ci_high": nan}, "s") == "n/a"
+    assert (
+        _with_ci({"s/auroc": 0.7, "s/auroc_ci_low": 0.6, "s/auroc_ci_high": 0.8}, "s") == "0.700 (95% CI 0.600-0.800)"
+    )
 
 
 def train_run(tmp_path, synthetic_root):

@@ -28,9 +28,16 @@ def _number(value) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.3f}"
 
 
+def _auroc(auroc: float, low: float, high: float, label: str = "") -> str:
+    """An AUROC with its interval; one "n/a" where a class is missing (no interval can be drawn then)."""
+    if math.isnan(auroc):
+        return "n/a"
+    return f"{_number(auroc)} ({label}{_number(low)}-{_number(high)})"
+
+
 def _with_ci(results: dict, prefix: str) -> str:
     low, high = results[f"{prefix}/auroc_ci_low"], results[f"{prefix}/auroc_ci_high"]
-    return f"{_number(results[f'{prefix}/auroc'])} (95% CI {_number(low)}-{_number(high)})"
+    return _auroc(results[f"{prefix}/auroc"], low, high, "95% CI ")
 
 
 def _metrics_table(evaluation) -> list[str]:
@@ -99,9 +106,7 @@ def _subgroup_table(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        auroc = "n/a"
-        if row["n"]:
-            auroc = f"{_number(row['auroc'])} ({_number(row['auroc_ci_low'])}-{_number(row['auroc_ci_high'])})"
+        auroc = _auroc(row["auroc"], row["auroc_ci_low"], row["auroc_ci_high"]) if row["n"] else "n/a"
         cells = [_number(row[key]) if row["n"] else "n/a" for key in ("sensitivity", "specificity")]
         note = "too few to measure" if row["too_small"] else ""
         lines.append(
