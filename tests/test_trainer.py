@@ -1,5 +1,7 @@
 """Trainer loops on tiny synthetic data: fit, limits, fast_dev_run, overfitting, checkpoints."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -136,3 +138,19 @@ def test_a_model_that_takes_another_image_size_than_the_data_fails_before_the_da
         with pytest.raises(ConfigError, match=message):
             call(classifier, datamodule)
     assert classifier.model is None  # nothing was built
+
+
+def test_streamed_validation_ends_without_keras_saying_training_was_interrupted(synthetic_root):
+    """Streamed images (no decode cache) may skip a file that fails mid-run, so the validation stream's length
+    is unknown and Keras warned "Your input ran out of data; interrupting training" at each pass's end."""
+    datamodule = FractureDataModule(
+        synthetic_root, image_size=48, batch_size=16, group_by="filename", decode_cache=False
+    )
+    classifier = FractureClassifier("tiny_cnn", weights=None, image_size=48, dense_units=8)
+    trainer = Trainer(epochs=2, limit_train_batches=2, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(classifier, datamodule)
+        metrics = trainer.validate(classifier, datamodule)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    assert len(trainer.history) == 2 and "val/loss" in trainer.history[-1] and "val/loss" in metrics

@@ -10,6 +10,8 @@ the cache changes the speed of an epoch, not which images it sees in which order
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -44,6 +46,18 @@ def limited(dataset: tf.data.Dataset, total_batches: int, limit: int | None) -> 
     if limit is None or limit >= total_batches:
         return dataset, total_batches
     return dataset.take(limit), limit
+
+
+@contextlib.contextmanager
+def ends_of_passes_expected():
+    """Keras warns "Your input ran out of data; interrupting training" whenever a stream of unknown length
+    ends. Training streams repeat forever (`fracture.training.resume.epoch_stream`), so the streams that end
+    are validation's and evaluation's, and their length is unknown only where a file that fails to read
+    mid-run is skipped (images streamed, not decoded ahead: `data.decode_cache=false`, `fast_dev_run`). Their
+    end is the end of the pass, not an interruption, so the warning is kept off the console there."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        yield
 
 
 @dataclass

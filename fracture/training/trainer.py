@@ -30,7 +30,7 @@ from fracture.training.profiler import PhaseProfiler
 from fracture.training.progress import RichProgress
 from fracture.training.resume import StageBackup, epoch_stream, epochs_to_skip
 from fracture.training.stages import DEFAULT_STAGE, HeadStage
-from fracture.training.streams import BatchLimits, FitData, StreamChooser, limited
+from fracture.training.streams import BatchLimits, FitData, StreamChooser, ends_of_passes_expected, limited
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ class Trainer:
         profiler = PhaseProfiler() if self.profile else None
         if profiler:
             callbacks = [profiler.first, *callbacks, profiler.last]
-        with interrupt, self.parallel.scope():
+        with interrupt, self.parallel.scope(), ends_of_passes_expected():
             try:
                 history = data.model.fit(
                     train,
@@ -326,7 +326,8 @@ class Trainer:
         model = self.build(classifier)
         if not model.compiled:
             classifier.compile(**self.compile_options)
-        results = model.evaluate(dataset, verbose=0, return_dict=True)
+        with ends_of_passes_expected():
+            results = model.evaluate(dataset, verbose=0, return_dict=True)
         return {f"{prefix}/{key}": float(value) for key, value in results.items()}
 
     def validate(self, classifier: FractureClassifier, datamodule) -> dict[str, float]:
