@@ -77,12 +77,32 @@ def best_checkpoint_metrics(trainer) -> dict:
     return {**best, "best/epoch": checkpoint.best_epoch, "best/checkpoint": str(checkpoint.best_path)}
 
 
-def shortened_training(trainer, datamodule) -> list[str]:
+def lagging_statistics(model: keras.Model | None, steps: int) -> list[str]:
+    """Why validation on the training batches trails training after few steps, where the model has trainable
+    BatchNormalization: validation runs on its moving statistics, which move by (1 - momentum) a step from
+    their starting values (mean 0, variance 1) towards the batches'."""
+    layers = model._flatten_layers() if model is not None else []
+    momenta = [
+        layer.momentum for layer in layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if not momenta or not steps:
+        return []
+    slowest = max(momenta)
+    share = 1 - slowest**steps
+    return [
+        f"Validation runs in inference mode, on BatchNormalization's moving statistics: after {steps} training "
+        f"steps at momentum {slowest:g} they are {share:.0%} the training batches' and {1 - share:.0%} their "
+        "starting values, so val/* can trail train/* on these very images; judge this check by train/loss."
+    ]
+
+
+def shortened_training(trainer, datamodule, model: keras.Model | None = None) -> list[str]:
     """How this run's epochs fell short of the whole training and validation splits, one sentence each."""
     if trainer.overfit_batches:
         return [
             f"Every epoch trained and validated on the same first {trainer.overfit_batches} training batches "
-            "(trainer.overfit_batches), not on the splits."
+            "(trainer.overfit_batches), not on the splits.",
+            *lagging_statistics(model, trainer.overfit_batches * trainer.current_epoch),
         ]
     setting = "trainer.fast_dev_run" if trainer.fast_dev_run else "trainer.limit_{}_batches"
     notes = []
@@ -171,7 +191,7 @@ def run_recipe(
     metrics.update(metrics_from_data)
     metrics.update(best_checkpoint_metrics(trainer))
     metrics["optimized_metric"] = best_value(history, optimized_metric, optimized_mode)
-    if shortened := shortened_training(trainer, datamodule):
+    if shortened := shortened_training(trainer, datamodule, classifier.model):
         metrics["training/shortened"] = " ".join(shortened)
 
     run.write_metrics(metrics)

@@ -57,7 +57,8 @@ class Trainer:
             TensorFlow the steps run eagerly: tracing and optimising EfficientNetB3's graphs for one batch took
             three times as long as running it eagerly (59 s against 18 s on 2 cores).
         overfit_batches: train and validate on the same first N training batches, without augmentation;
-            the loss must fall, or the model or data is broken.
+            the loss must fall, or the model or data is broken (validation trails: it runs on BatchNormalization's
+            moving statistics, which lag after few steps; `fracture.recipe.lagging_statistics`).
         jit_compile: True, False or "auto" (see `fracture.training.execution.default_jit_compile`).
         precision: `float32`, `mixed_bfloat16` or `mixed_float16` (loss scaling is added by Keras).
         callbacks: Keras callbacks, e.g. from `fracture.training.callbacks`.
