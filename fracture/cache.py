@@ -44,6 +44,11 @@ def usage_table(root: Path) -> Table:
         found = entries[kind]
         last = f"{(now - max(entry.last_used for entry in found)) / 86400:.1f} days ago" if found else "-"
         table.add_row(kind, str(len(found)), gigabytes(sum(entry.bytes for entry in found)), gigabytes(size), last)
+    if foreign := [kind for kind in files if not entries[kind]]:  # "0 entries" beside megabytes looks broken
+        table.caption = (
+            f"{', '.join(foreign)}: files that are not fracture's entries (JAX's own compilation cache, or files "
+            "still being written): counted in all files, never pruned"
+        )
     return table
 
 

@@ -82,9 +82,13 @@ def test_a_size_limit_prunes_the_cache_root_whenever_an_entry_is_stored(tmp_path
 def test_the_command_lists_each_kind_and_prunes_to_the_size_asked(tmp_path, capsys):
     store(tmp_path / "features" / "a.npy", {"k": "a"}, size=1_000_000, used_days_ago=2)
     kept = store(tmp_path / "audit" / "b.npy", {"k": "b"}, size=1000, used_days_ago=1)
+    (tmp_path / "jax-compilation").mkdir()
+    (tmp_path / "jax-compilation" / "program").write_bytes(bytes(100))
     cache_command(["--folder", str(tmp_path)])
-    listing = capsys.readouterr().err
+    listing = " ".join(capsys.readouterr().err.split())  # the caption wraps to the table's width
     assert "features" in listing and "audit" in listing and "2.0 days ago" in listing
+    assert "jax-compilation: files that are not fracture's entries" in listing
+    assert "never pruned" in listing and "features: files" not in listing
 
     deleted = cache_command(["--folder", str(tmp_path), "--prune", "0.0005"])  # 0.5 MB: the 1 MB entry goes
     assert [entry.data.name for entry in deleted] == ["a.npy"] and kept.exists()
