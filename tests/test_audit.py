@@ -209,3 +209,41 @@ def test_training_audits_with_the_settings_that_the_audit_command_reports(tmp_pa
 
     with pytest.raises(ConfigError, match=r"data.audit has no setting\(s\) \['min_match'\]"):
         FractureDataModule(synthetic_root, audit={"min_match": 3}, audit_cache=tmp_path / "audit").setup()
+
+
+def test_keypoint_matching_skips_the_fit_where_too_few_matches_could_make_a_strong_one(monkeypatch):
+    """Group linking only keeps strong matches, so it passes `needed`; the RANSAC fit, which ran its 2,000
+    iterations on each pair of different radiographs, is skipped where fewer candidates than that remain."""
+    import cv2
+
+    from fracture.data import content
+    from fracture.data.content import CHECK_SIZE, KeypointMatch, LocalFeatures, local_features, matching_keypoints
+
+    rng = np.random.default_rng(0)
+    descriptors = rng.integers(0, 256, (2, 300, 32), dtype=np.uint8)
+    descriptors[1, :6] = descriptors[0, :6]  # six true matches; the random rest fail the ratio test
+    points = rng.uniform(0, 200, (300, 2)).astype(np.float32)
+    small = rng.integers(0, 256, (CHECK_SIZE, CHECK_SIZE)).astype(np.uint8)
+    first, second = (LocalFeatures(points, d, points, d, (256, 256), small) for d in descriptors)
+    fits, fit = [], cv2.estimateAffine2D
+    monkeypatch.setattr(content.cv2, "estimateAffine2D", lambda *args, **kw: fits.append(1) or fit(*args, **kw))
+    assert matching_keypoints(first, second).count == 6 and len(fits) == 2  # the image and its mirror
+    assert matching_keypoints(first, second, needed=6).count == 6 and len(fits) == 4
+    assert matching_keypoints(first, second, needed=10) == KeypointMatch() and len(fits) == 4
+
+    original = local_features(np.asarray(radiograph(0)))
+    rotated = local_features(np.asarray(TRANSFORMS["rotated 37 degrees"](radiograph(0)).convert("L")))
+    assert matching_keypoints(original, rotated, needed=10) == matching_keypoints(original, rotated)
+    assert matching_keypoints(original, rotated).count >= 10
+
+
+def test_links_are_checked_on_threads_in_the_candidates_order_with_progress():
+    from fracture.data.groups import Link, checked_links
+
+    def check(index):
+        return Link(index, index + 1, 1.0, 0, 0.0) if index % 3 == 0 else None
+
+    calls = []
+    links = checked_links(check, list(range(200)), 2, lambda done, total: calls.append((done, total)))
+    assert [link.a for link in links] == list(range(0, 200, 3))
+    assert calls[-1] == (200, 200) and len(calls) == 200

@@ -174,9 +174,18 @@ def audit_dataset(root: str | Path, settings: AuditSettings | None = None, files
             lambda done, total: progress.update(task, completed=done, total=total),
         )
     labels = components(len(readable), links)
-    links += group_links(
-        labels, matrix, features, settings.group_neighbours, settings.min_matches, settings.min_correlation
-    )
+    with progress_bar() as progress:  # on FracAtlas the longest step: 70 of the audit's 83 s, in silence before
+        task = progress.add_task("matching groups", total=None)
+        links += group_links(
+            labels,
+            matrix,
+            features,
+            settings.group_neighbours,
+            settings.min_matches,
+            settings.min_correlation,
+            workers=settings.workers,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
     labels = components(len(readable), links)
     groups = [-1] * len(records)
     for position, index in enumerate(readable):
@@ -234,8 +243,8 @@ def cached_audit(root: str | Path, cache_dir: str | Path, settings: AuditSetting
         log.info("content groups of %s from the cache %s", root, cache)
         return load_audit(cache)
     console.print(
-        f"content audit of {root}: reading every file once to find copies of one radiograph (107-160 s for "
-        "9,463 files on 2 cores; cached for later runs). Skip it with data.group_by=filename or null."
+        f"content audit of {root}: reading every file once to find copies of one radiograph (about 1.5 "
+        "minutes for 9,463 files on 2 cores; cached for later runs). Skip it with data.group_by=filename or null."
     )
     audit = audit_dataset(root, settings, files)
     save_audit(audit, cache, fingerprint)

@@ -141,13 +141,13 @@ def aligned_correlation(a: LocalFeatures, b_small: np.ndarray, b_shape: tuple[in
     return float((x * y).sum() / denominator) if denominator > 0 else 0.0
 
 
-def _consistent_matches(a: LocalFeatures, points_b, descriptors_b, b_small, b_shape) -> KeypointMatch:
+def _consistent_matches(a: LocalFeatures, points_b, descriptors_b, b_small, b_shape, needed: int) -> KeypointMatch:
     points_a, descriptors_a = a.points, a.descriptors
     if len(descriptors_a) < 3 or len(descriptors_b) < 3:
         return KeypointMatch()
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
     good = [pair[0] for pair in pairs if len(pair) == 2 and pair[0].distance < 0.8 * pair[1].distance]
-    if len(good) < 3:
+    if len(good) < max(3, needed):  # the inliers are some of these: too few, and no fit could give enough
         return KeypointMatch()
     source = points_a[[match.queryIdx for match in good]]
     target = points_b[[match.trainIdx for match in good]]
@@ -157,9 +157,12 @@ def _consistent_matches(a: LocalFeatures, points_b, descriptors_b, b_small, b_sh
     return KeypointMatch(int(inliers.sum()), aligned_correlation(a, b_small, b_shape, affine))
 
 
-def matching_keypoints(a: LocalFeatures, b: LocalFeatures) -> KeypointMatch:
-    """The better of matching `b` and its mirror image against `a`."""
+def matching_keypoints(a: LocalFeatures, b: LocalFeatures, needed: int = 3) -> KeypointMatch:
+    """The better of matching `b` and its mirror image against `a`. With `needed`, a side with fewer
+    candidate matches than that is not fitted and counts as no match: where only a strong match matters,
+    this skips the RANSAC fit, which runs its full 2,000 iterations on the random matches of two different
+    radiographs."""
     return max(
-        _consistent_matches(a, b.points, b.descriptors, b.small, b.shape),
-        _consistent_matches(a, b.mirrored_points, b.mirrored_descriptors, b.small[:, ::-1], b.shape),
+        _consistent_matches(a, b.points, b.descriptors, b.small, b.shape, needed),
+        _consistent_matches(a, b.mirrored_points, b.mirrored_descriptors, b.small[:, ::-1], b.shape, needed),
     )

@@ -85,8 +85,16 @@ def near_duplicate_links(
             return Link(a, b, similarity, match.count, match.correlation, same_pixels)
         return None
 
+    return checked_links(check, list(candidates), workers, progress)
+
+
+def checked_links(
+    check: Callable, candidates: list, workers: int, progress: Callable[[int, int], None] | None
+) -> list[Link]:
+    """The links that `check` finds among `candidates`, in their order, checked on `workers` threads (OpenCV
+    releases the GIL while matching); `progress(done, total)` is called as they are checked."""
     links = []
-    with ThreadPoolExecutor(workers) as pool:  # OpenCV releases the GIL while matching
+    with ThreadPoolExecutor(workers) as pool:
         for done, link in enumerate(pool.map(check, candidates, chunksize=64), start=1):
             if link is not None:
                 links.append(link)
@@ -116,28 +124,37 @@ def group_links(
     min_matches: int = 10,
     min_correlation: float = 0.95,
     per_group: int = 5,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Link]:
     """Links between groups whose representatives' keypoints and pixels agree (see `strong`).
 
     A radiograph with many copies on each side of a split forms two dense groups whose members' nearest
     neighbours are all copies on their own side; comparing a few members per group finds the link. Here
     every candidate is another group's member, so descriptor similarity alone, which separates a file's own
-    copies well, is not trusted.
+    copies well, is not trusted. `workers` and `progress` as in `near_duplicate_links`.
     """
     chosen = representatives(labels, descriptors, per_group)
     if len(set(labels[chosen])) < 2:
         return []
     similarities, indices = nearest_neighbours(descriptors[chosen], neighbours)
-    links = []
+    candidates = []
     for row, a in enumerate(chosen):
         for similarity, column in zip(similarities[row], indices[row], strict=True):
             b = chosen[column] if column >= 0 else a
-            if labels[a] == labels[b]:
-                continue
-            match = matching_keypoints(features[a], features[b])
-            if strong(match, min_matches, min_correlation):
-                links.append(Link(a, b, float(similarity), match.count, match.correlation))
-    return links
+            if labels[a] != labels[b]:
+                candidates.append((a, b, float(similarity)))
+
+    def check(candidate: tuple[int, int, float]) -> Link | None:
+        a, b, similarity = candidate
+        match = matching_keypoints(features[a], features[b], needed=min_matches)  # only a strong one counts
+        return (
+            Link(a, b, similarity, match.count, match.correlation)
+            if strong(match, min_matches, min_correlation)
+            else None
+        )
+
+    return checked_links(check, candidates, workers, progress)
 
 
 def components(count: int, links: list[Link]) -> np.ndarray:
