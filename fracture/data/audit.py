@@ -174,7 +174,7 @@ def audit_dataset(root: str | Path, settings: AuditSettings | None = None, files
             lambda done, total: progress.update(task, completed=done, total=total),
         )
     labels = components(len(readable), links)
-    with progress_bar() as progress:  # on FracAtlas the longest step: 70 of the audit's 83 s, in silence before
+    with progress_bar() as progress:  # often the audit's longest step: without a bar it looks stuck
         task = progress.add_task("matching groups", total=None)
         links += group_links(
             labels,

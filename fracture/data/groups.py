@@ -95,7 +95,7 @@ def checked_links(
     releases the GIL while matching); `progress(done, total)` is called as they are checked."""
     links = []
     with ThreadPoolExecutor(workers) as pool:
-        for done, link in enumerate(pool.map(check, candidates, chunksize=64), start=1):
+        for done, link in enumerate(pool.map(check, candidates), start=1):  # (threads take no chunksize)
             if link is not None:
                 links.append(link)
             if progress is not None:
